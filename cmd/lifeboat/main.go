@@ -1,0 +1,53 @@
+// Command lifeboat is the multi-region disaster-recovery control plane.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newApp(os.Stdout, os.Stderr).run(ctx, os.Args[1:])
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2 // bad flags, bad configuration
+)
+
+// usageError marks an error caused by what the user gave: flags, arguments,
+// configuration. It exits with exitUsage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// errReported is returned when the command already printed its errors.
+type errReported struct{ code int }
+
+func (e errReported) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func exitCode(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var r errReported
+	if errors.As(err, &r) {
+		return r.code
+	}
+	fmt.Fprintln(os.Stderr, "lifeboat:", err)
+	var u usageError
+	if errors.As(err, &u) {
+		return exitUsage
+	}
+	return exitFailure
+}
