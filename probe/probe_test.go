@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
 func healthCfg(mut func(*config.Health)) config.Health {
@@ -63,21 +64,8 @@ func TestHTTPProbe(t *testing.T) {
 // A server that accepts and never answers: the probe returns at the
 // context's deadline.
 func TestHTTPProbeDeadline(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	p, _ := NewHTTP(&http.Client{Transport: NewTransport()}, "http://"+l.Addr().String(), healthCfg(nil))
+	addr := testenv.Blackhole(t)
+	p, _ := NewHTTP(&http.Client{Transport: NewTransport()}, "http://"+addr, healthCfg(nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()

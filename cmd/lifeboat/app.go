@@ -53,6 +53,8 @@ Everything is described in one topology file, lifeboat.yaml.`,
 		a.validateCommand(),
 		a.configCommand(),
 		a.versionCommand(),
+		a.serveCommand(),
+		a.statusCommand(),
 	)
 	return root
 }

@@ -8,14 +8,25 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 func main() {
+	// The Redis client library logs its own dial failures through a
+	// process-wide logger; Lifeboat reports them in its status instead, so
+	// the binary silences the library once, here, where process-wide state
+	// belongs.
+	goredis.SetLogger(quietLogger{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newApp(os.Stdout, os.Stderr).run(ctx, os.Args[1:])
 	stop()
 	os.Exit(exitCode(err))
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 // Exit codes.
 const (

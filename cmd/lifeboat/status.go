@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/observe"
+)
+
+func (a *app) statusCommand() *cobra.Command {
+	var (
+		server, cfgPath string
+		asJSON          bool
+		timeout         time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show regions, services, exposure and readiness from a running node",
+		Long: `Status asks a running Lifeboat node (lifeboat serve) for its view and prints it:
+each region's state and why, each service's health, role and probe latency in
+every region, the exposure of each data service against the RPO, and whether
+each standby region could take over now.
+
+The node is --server, or the api.listen of the -c config, or
+http://127.0.0.1:7480.`,
+		Example: `  lifeboat status
+  lifeboat status --server http://10.0.0.5:7480 --json
+  lifeboat status -c examples/minimal.yaml`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			base, err := a.statusServer(server, cfgPath)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			raw, st, err := fetchStatus(ctx, base)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				_, err := a.stdout.Write(raw)
+				return err
+			}
+			printStatus(a.stdout, st, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "URL of the node's API (default: from -c, else http://127.0.0.1:7480)")
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "topology file whose api.listen names the node")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON, as the API returns it")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the node")
+	return cmd
+}
+
+func (a *app) statusServer(server, cfgPath string) (string, error) {
+	switch {
+	case server != "":
+		u, err := url.Parse(server)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return "", usageError{fmt.Errorf("--server %q is not an http:// or https:// URL", server)}
+		}
+		return strings.TrimSuffix(server, "/"), nil
+	case cfgPath != "":
+		cfg, err := a.loadConfig(cfgPath)
+		if err != nil {
+			return "", err
+		}
+		return "http://" + cfg.API.Listen, nil
+	}
+	return "http://" + config.DefaultAPIListen, nil
+}
+
+func fetchStatus(ctx context.Context, base string) ([]byte, observe.Status, error) {
+	var st observe.Status
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/status", nil)
+	if err != nil {
+		return nil, st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, st, fmt.Errorf("no answer from %s (is lifeboat serve running?): %w", base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return nil, st, fmt.Errorf("read status from %s: %w", base, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, st, fmt.Errorf("%s/api/v1/status: %s: %s", base, resp.Status, strings.TrimSpace(string(raw)))
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, st, fmt.Errorf("%s/api/v1/status: not a status: %w", base, err)
+	}
+	return raw, st, nil
+}
+
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return now.Sub(t).Round(time.Second).String() + " ago"
+}
+
+// printStatus writes the status as tables.
+func printStatus(w io.Writer, st observe.Status, now time.Time) {
+	fmt.Fprintf(w, "cluster %s, active region %s, seen by %s at %s\n\n", st.Cluster, st.ActiveRegion, st.Observer, st.Time.Format(time.RFC3339))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tROLE\tSTATE\tSINCE\tREASON")
+	for _, r := range st.Regions {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Role, r.State, ago(r.Since, now), r.Reason)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tKIND\tREGION\tHEALTH\tROLE\tLATENCY\tERROR")
+	for _, s := range st.Services {
+		name := s.Name
+		if s.Critical {
+			name += "*"
+		}
+		for _, e := range s.Endpoints {
+			role := string(e.Role)
+			if role == "" {
+				role = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1fms\t%s\n", name, s.Kind, e.Region, e.Health, role, e.LatencyMS, e.Error)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(* critical)")
+	if len(st.Exposure) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "EXPOSURE\tLAG\tBYTES\tRPO\tSTATUS\tSTANDBY\tREASON")
+		for _, e := range st.Exposure {
+			fmt.Fprintf(tw, "%s\t%.1fs\t%s\t%s\t%s\t%s\t%s\n", e.Service, e.LagSeconds, config.ByteSize(e.LagBytes),
+				config.Duration(e.RPOSeconds*float64(time.Second)), e.Status, orDash(e.Standby), e.Reason)
+		}
+		tw.Flush()
+	}
+	if len(st.Readiness) > 0 {
+		fmt.Fprintln(w)
+		for _, r := range st.Readiness {
+			if r.Ready {
+				fmt.Fprintf(w, "standby %s: ready\n", r.Region)
+				continue
+			}
+			fmt.Fprintf(w, "standby %s: NOT READY\n", r.Region)
+			for _, reason := range r.Reasons {
+				fmt.Fprintf(w, "  - %s\n", reason)
+			}
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
