@@ -368,3 +368,6 @@ func (n *Node) Status() Status {
 	}
 	return st
 }
+
+// Verdicts returns every endpoint's current verdict (for the router).
+func (n *Node) Verdicts() map[health.Key]health.Verdict { return n.checker.Verdicts() }
