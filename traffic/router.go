@@ -129,8 +129,11 @@ func (r *Router) Changed() <-chan struct{} {
 	return r.changed
 }
 
-// State is the routing state of the current snapshot.
-func (r *Router) State() State { return r.snap.Load().state }
+// State is the routing state now.
+func (r *Router) State() State { return r.state.Current() }
+
+// Source is the state source the router follows.
+func (r *Router) Source() StateSource { return r.state }
 
 // update takes a new snapshot.
 func (r *Router) update() {
@@ -169,7 +172,10 @@ func (r *Router) update() {
 // are used by the weighted policy (nil: equal weights).
 func (r *Router) Decide(service, policy string, weights map[string]int) Decision {
 	snap := r.snap.Load()
-	d := Decision{Service: service, Policy: policy, Active: snap.state.Active, Epoch: snap.state.Epoch}
+	// The state is read now, not from the snapshot: a switch applies to
+	// the very next decision.
+	st := r.state.Current()
+	d := Decision{Service: service, Policy: policy, Active: st.Active, Epoch: st.Epoch}
 	s, ok := r.cfg.Service(service)
 	if !ok {
 		return d
@@ -182,9 +188,9 @@ func (r *Router) Decide(service, policy string, weights map[string]int) Decision
 				Healthy: snap.healthy[health.Key{Service: service, Region: region}] == health.Up})
 		}
 	}
-	add(snap.state.Active)
+	add(st.Active)
 	for _, reg := range r.cfg.RegionsByPriority() {
-		if reg.Name != snap.state.Active {
+		if reg.Name != st.Active {
 			add(reg.Name)
 		}
 	}

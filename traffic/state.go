@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,7 @@ type StateSource interface {
 type MemState struct {
 	mu       sync.Mutex
 	st       State
+	cur      atomic.Pointer[State] // st, for lock-free reads
 	subs     map[int]chan struct{}
 	next     int
 	released chan struct{} // closed when not held
@@ -51,15 +53,19 @@ var _ StateSource = (*MemState)(nil)
 func NewMemState(active string, epoch uint64) *MemState {
 	r := make(chan struct{})
 	close(r)
-	return &MemState{st: State{Active: active, Epoch: epoch}, subs: map[int]chan struct{}{}, released: r}
+	m := &MemState{st: State{Active: active, Epoch: epoch}, subs: map[int]chan struct{}{}, released: r}
+	m.publishLocked()
+	return m
+}
+
+// publishLocked makes st visible to Current.
+func (m *MemState) publishLocked() {
+	st := m.st
+	m.cur.Store(&st)
 }
 
 // Current returns the state.
-func (m *MemState) Current() State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.st
-}
+func (m *MemState) Current() State { return *m.cur.Load() }
 
 // Subscribe registers for change notifications.
 func (m *MemState) Subscribe() (<-chan struct{}, func()) {
@@ -77,6 +83,7 @@ func (m *MemState) Subscribe() (<-chan struct{}, func()) {
 }
 
 func (m *MemState) notifyLocked() {
+	m.publishLocked()
 	for _, ch := range m.subs {
 		select {
 		case ch <- struct{}{}:
