@@ -50,6 +50,7 @@ type Checker struct {
 	observer string
 	logger   *slog.Logger
 	observe  func(Observation, Verdict)
+	redact   func(string) string
 
 	targets []*target
 	byKey   map[Key]*target
@@ -63,6 +64,9 @@ type target struct {
 	Target
 	mu      sync.Mutex
 	verdict Verdict
+	// running is set while a probe that overran its timeout has not
+	// returned yet; no other probe of the target starts meanwhile.
+	running chan struct{}
 }
 
 // CheckerOption configures a Checker.
@@ -77,10 +81,14 @@ func WithObserve(f func(Observation, Verdict)) CheckerOption {
 	return func(c *Checker) { c.observe = f }
 }
 
+// WithRedact passes every probe error through f before it is stored or
+// logged, so that no secret reaches an observation.
+func WithRedact(f func(string) string) CheckerOption { return func(c *Checker) { c.redact = f } }
+
 // NewChecker makes a checker for the targets; observer names this node in
 // every observation. It probes nothing until Open.
 func NewChecker(observer string, targets []Target, opts ...CheckerOption) (*Checker, error) {
-	c := &Checker{observer: observer, byKey: map[Key]*target{}, logger: slog.New(slog.DiscardHandler)}
+	c := &Checker{observer: observer, byKey: map[Key]*target{}, logger: slog.New(slog.DiscardHandler), redact: func(s string) string { return s }}
 	for _, o := range opts {
 		o(c)
 	}
@@ -126,6 +134,7 @@ func (c *Checker) Open() error {
 }
 
 // Close stops probing and waits for probes in flight to end, or for ctx.
+// A probe that ignores its context is not waited for beyond ctx.
 func (c *Checker) Close(ctx context.Context) error {
 	if c.cancel != nil {
 		c.cancel()
@@ -142,7 +151,8 @@ func (c *Checker) Close(ctx context.Context) error {
 
 func (c *Checker) loop(ctx context.Context, t *target) {
 	// The first probe starts after a random part of the jitter so that a
-	// cold start is answered quickly but targets spread out.
+	// cold start is answered quickly but targets spread out; after that the
+	// schedule is fixed, so detection stays within fall × interval + timeout.
 	next := time.Now().Add(randDuration(t.Jitter))
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
@@ -159,7 +169,7 @@ func (c *Checker) loop(ctx context.Context, t *target) {
 		}
 		// Schedule from the start of this probe, so the interval does not
 		// drift with probe latency; a slow probe never overlaps the next.
-		next = start.Add(t.Interval + randDuration(t.Jitter))
+		next = start.Add(t.Interval)
 		if d := time.Until(next); d > 0 {
 			timer.Reset(d)
 		} else {
@@ -176,34 +186,65 @@ func randDuration(max time.Duration) time.Duration {
 }
 
 // probeOnce runs one probe with the target's timeout, recovering a panic as
-// a failure, and updates the verdict.
+// a failure, and updates the verdict. A probe that ignores its context and
+// overruns the timeout is recorded as failed at the timeout; until it
+// returns, no new probe starts and every tick is a failure, so a hung probe
+// (a stuck NFS mount, say) cannot freeze the verdict.
 func (c *Checker) probeOnce(ctx context.Context, t *target) {
+	start := time.Now()
+	if t.running != nil {
+		select {
+		case <-t.running:
+			t.running = nil
+		default:
+			c.record(t, Observation{Time: start, Error: "previous probe still running past its timeout"})
+			return
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
-	start := time.Now()
-	res := safeProbe(pctx, t.Prober)
+	done := make(chan Result, 1)
+	finished := make(chan struct{})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(finished)
+		done <- safeProbe(pctx, t.Prober)
+	}()
+	var res Result
+	select {
+	case res = <-done:
+	case <-pctx.Done():
+		// Give a well-behaved probe a moment to return its own error.
+		select {
+		case res = <-done:
+		case <-time.After(10 * time.Millisecond):
+			t.running = finished
+			res = Result{Err: fmt.Errorf("no answer")}
+		}
+	}
 	latency := time.Since(start)
 	if ctx.Err() != nil {
 		return // shutting down: not an observation
 	}
-	if res.Err == nil && pctx.Err() != nil {
-		res.Err = fmt.Errorf("timed out after %s", t.Timeout)
-	}
-	obs := Observation{
-		Service:  t.Service,
-		Region:   t.Region,
-		Observer: c.observer,
-		Time:     start,
-		Latency:  latency,
-		OK:       res.Err == nil,
-		Role:     res.Role,
+	obs := Observation{Time: start, Latency: latency, OK: res.Err == nil, Role: res.Role}
+	if res.Err == nil && latency > t.Timeout {
+		obs.OK = false
+		res.Err = fmt.Errorf("answered after %s", latency.Round(time.Millisecond))
 	}
 	if res.Err != nil {
 		obs.Error = res.Err.Error()
-		if errors.Is(res.Err, context.DeadlineExceeded) || pctx.Err() == context.DeadlineExceeded {
+		if pctx.Err() == context.DeadlineExceeded {
 			obs.Error = fmt.Sprintf("timed out after %s: %s", t.Timeout, obs.Error)
 		}
 	}
+	c.record(t, obs)
+}
+
+// record completes an observation, applies it and reports it.
+func (c *Checker) record(t *target, obs Observation) {
+	obs.Service, obs.Region, obs.Observer = t.Service, t.Region, c.observer
+	obs.Error = c.redact(obs.Error)
 	v, changed, prev := t.record(obs)
 	if changed {
 		c.logger.Info("endpoint health changed", "service", t.Service, "region", t.Region,

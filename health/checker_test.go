@@ -239,3 +239,25 @@ func TestRealHTTPServerStops(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// A probe that ignores its context and hangs: the target goes down with
+// each tick counted as a failure, and no second probe starts.
+func TestHungProbe(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int64
+	c := start(t, testTarget(ProberFunc(func(ctx context.Context) Result {
+		if calls.Add(1) == 1 {
+			return Result{}
+		}
+		<-release // a stuck mount: ignores ctx
+		return Result{}
+	})))
+	defer close(release)
+	v := waitState(t, c, Key{"web", "east"}, Down, 2*time.Second)
+	if !strings.Contains(v.Last.Error, "previous probe still running") && !strings.Contains(v.Last.Error, "timed out") {
+		t.Errorf("error = %q", v.Last.Error)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d probes started, want 2 (one that answered, one hung)", n)
+	}
+}

@@ -108,7 +108,7 @@ func (rt *RegionTracker) Update(cfg *config.Config, verdicts map[Key]Verdict, no
 	for _, r := range cfg.Regions {
 		state, reason := EvaluateRegion(cfg, r, verdicts)
 		prev, ok := rt.last[r.Name]
-		st := RegionStatus{Name: r.Name, Role: r.Role, State: state, Reason: reason, Since: now}
+		st := RegionStatus{Name: r.Name, Role: r.Role, State: state, Reason: reason, Since: changedAt(cfg, r.Name, verdicts, now)}
 		if ok && prev.State == state {
 			st.Since = prev.Since
 		}
@@ -118,11 +118,30 @@ func (rt *RegionTracker) Update(cfg *config.Config, verdicts map[Key]Verdict, no
 	return out
 }
 
+// changedAt is when a region's state last had cause to change: the latest
+// verdict change of its services (the tracker is asked only now and then,
+// so "now" would say when someone looked, not when it happened).
+func changedAt(cfg *config.Config, region string, verdicts map[Key]Verdict, now time.Time) time.Time {
+	var latest time.Time
+	for _, s := range cfg.Services {
+		if v, ok := verdicts[Key{s.Name, region}]; ok && v.Since.After(latest) && !v.Since.After(now) {
+			latest = v.Since
+		}
+	}
+	if latest.IsZero() {
+		return now
+	}
+	return latest
+}
+
 // Version is what one region's endpoint of a service reports as its version.
 type Version struct {
+	// Value is the last version read successfully; it is kept when a later
+	// read fails, so a dead active region still has a version to compare.
 	Value string    `json:"value,omitempty"`
-	Error string    `json:"error,omitempty"`
 	Time  time.Time `json:"time"`
+	// Error is the latest read's failure, if it failed.
+	Error string `json:"error,omitempty"`
 }
 
 // Readiness says whether a standby region could take over now, and every
@@ -148,7 +167,7 @@ type ReadinessInput struct {
 // services replicate with a lag within max_lag_on_failover, its data
 // endpoints are standbys, and its versions match the active region's.
 func EvaluateReadiness(cfg *config.Config, in ReadinessInput) []Readiness {
-	var out []Readiness
+	out := []Readiness{}
 	for _, r := range cfg.RegionsByPriority() {
 		if r.Name == in.Active || r.Role == config.RoleWitness {
 			continue
@@ -191,10 +210,10 @@ func serviceReasons(s *config.Service, region string, in ReadinessInput) []strin
 			}
 		}
 		switch {
-		case lag == nil || (!lag.BytesKnown && !lag.SecondsKnown && !lag.Broken):
-			reasons = append(reasons, fmt.Sprintf("%s replication lag not measured yet", s.Name))
-		case lag.Broken:
+		case lag != nil && lag.Broken:
 			reasons = append(reasons, fmt.Sprintf("%s replication broken: %s", s.Name, lag.Reason))
+		case lag == nil || !lag.SecondsKnown || !lag.BytesKnown:
+			reasons = append(reasons, fmt.Sprintf("%s replication lag not measured yet", s.Name))
 		case lag.BytesKnown && lag.Bytes > int64(s.Replication.MaxLagOnFailover):
 			reasons = append(reasons, fmt.Sprintf("%s lag %s is over max_lag_on_failover %s", s.Name,
 				config.ByteSize(lag.Bytes), s.Replication.MaxLagOnFailover))
@@ -204,9 +223,9 @@ func serviceReasons(s *config.Service, region string, in ReadinessInput) []strin
 		versions := in.Versions[s.Name]
 		mine, theirs := versions[region], versions[in.Active]
 		switch {
-		case mine.Error != "" || mine.Value == "":
+		case mine.Value == "" || mine.Error != "":
 			reasons = append(reasons, fmt.Sprintf("%s version unknown: %s", s.Name, orDefault(mine.Error, "not probed yet")))
-		case theirs.Error != "" || theirs.Value == "":
+		case theirs.Value == "":
 			reasons = append(reasons, fmt.Sprintf("%s version of active region %s unknown: %s", s.Name, in.Active, orDefault(theirs.Error, "not probed yet")))
 		case mine.Value != theirs.Value:
 			reasons = append(reasons, fmt.Sprintf("%s version %q differs from %q in %s", s.Name, mine.Value, theirs.Value, in.Active))

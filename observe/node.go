@@ -85,6 +85,11 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			for _, o := range n.openers {
+				o.Close(ctx) // releases clients; safe before Open
+			}
 			n.closeProbers()
 		}
 	}()
@@ -125,7 +130,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		}
 		observe = n.metrics.observe
 	}
-	n.checker, err = health.NewChecker(n.observer, targets, health.WithLogger(logger), health.WithObserve(observe))
+	n.checker, err = health.NewChecker(n.observer, targets, health.WithLogger(logger), health.WithObserve(observe), health.WithRedact(cfg.Redact))
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +308,7 @@ func (n *Node) Status() Status {
 	versions := n.versions.snapshot()
 	lags := map[string][]replication.Lag{}
 	for name, src := range n.sources {
-		l := src.Lag()
+		l := append([]replication.Lag(nil), src.Lag()...)
 		sort.Slice(l, func(i, j int) bool { return l[i].Region < l[j].Region })
 		lags[name] = l
 	}
@@ -328,7 +333,7 @@ func (n *Node) Status() Status {
 				Region:    r.Name,
 				Health:    v.State,
 				LatencyMS: float64(v.Last.Latency.Microseconds()) / 1000,
-				Error:     n.cfg.Redact(v.Last.Error),
+				Error:     v.Last.Error,
 				Since:     v.Since,
 				LastProbe: v.Last.Time,
 				Observer:  n.observer,
@@ -348,25 +353,48 @@ func (n *Node) Status() Status {
 			if _, measured := n.sources[s.Name]; !measured {
 				e.Reason = "no replication source for this files service: the file sync engine reports it"
 			}
-			e.Reason = n.cfg.Redact(e.Reason)
 			st.Exposure = append(st.Exposure, e)
-		}
-	}
-	for i := range st.Services {
-		for j := range st.Services[i].Replication {
-			l := &st.Services[i].Replication[j]
-			l.Reason = n.cfg.Redact(l.Reason)
 		}
 	}
 	st.Readiness = health.EvaluateReadiness(n.cfg, health.ReadinessInput{
 		Active: active, Verdicts: verdicts, Lags: lags, Versions: versions,
 	})
-	for i := range st.Readiness {
-		for j, r := range st.Readiness[i].Reasons {
-			st.Readiness[i].Reasons[j] = n.cfg.Redact(r)
+	n.redact(&st)
+	return st
+}
+
+// redact passes every text of a status that may quote an error through the
+// configuration's redaction, in one place, so no path can leak a secret.
+func (n *Node) redact(st *Status) {
+	r := n.cfg.Redact
+	for i := range st.Regions {
+		st.Regions[i].Reason = r(st.Regions[i].Reason)
+	}
+	for i := range st.Services {
+		s := &st.Services[i]
+		for j := range s.Endpoints {
+			s.Endpoints[j].Error = r(s.Endpoints[j].Error)
+		}
+		for j := range s.Replication {
+			l := &s.Replication[j]
+			l.Reason = r(l.Reason)
+			if len(l.Details) > 0 {
+				d := make(map[string]string, len(l.Details))
+				for k, v := range l.Details {
+					d[k] = r(v)
+				}
+				l.Details = d
+			}
 		}
 	}
-	return st
+	for i := range st.Exposure {
+		st.Exposure[i].Reason = r(st.Exposure[i].Reason)
+	}
+	for i := range st.Readiness {
+		for j := range st.Readiness[i].Reasons {
+			st.Readiness[i].Reasons[j] = r(st.Readiness[i].Reasons[j])
+		}
+	}
 }
 
 // Verdicts returns every endpoint's current verdict (for the router).

@@ -106,12 +106,14 @@ func (vp *versionPoller) pollOnce(ctx context.Context, job versionJob) {
 			if ctx.Err() != nil {
 				return
 			}
-			v := health.Version{Value: val, Time: time.Now()}
-			if err != nil {
-				v.Error = err.Error()
-			}
 			vp.mu.Lock()
 			prev := vp.versions[job.service][region]
+			v := prev
+			if err != nil {
+				v.Error = err.Error()
+			} else {
+				v = health.Version{Value: val, Time: time.Now()}
+			}
 			vp.versions[job.service][region] = v
 			vp.mu.Unlock()
 			if prev.Value != v.Value && v.Value != "" {

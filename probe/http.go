@@ -43,6 +43,7 @@ func NewTransport() *http.Transport {
 type HTTP struct {
 	client  *http.Client
 	url     string
+	host    string
 	method  string
 	lo, hi  int
 	body    string
@@ -70,7 +71,10 @@ func NewHTTP(client *http.Client, endpoint string, h config.Health) (*HTTP, erro
 	if hdr.Get("User-Agent") == "" {
 		hdr.Set("User-Agent", "lifeboat-probe")
 	}
-	return &HTTP{client: client, url: u, method: h.Method, lo: lo, hi: hi, body: h.BodyContains, headers: hdr}, nil
+	// net/http sends req.Host, not a Host header: move it there.
+	host := hdr.Get("Host")
+	hdr.Del("Host")
+	return &HTTP{client: client, url: u, host: host, method: h.Method, lo: lo, hi: hi, body: h.BodyContains, headers: hdr}, nil
 }
 
 // joinURL appends path to the endpoint URL's path.
@@ -100,6 +104,9 @@ func (p *HTTP) Probe(ctx context.Context) health.Result {
 		return health.Result{Err: err}
 	}
 	req.Header = p.headers.Clone()
+	if p.host != "" {
+		req.Host = p.host
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return health.Result{Err: cleanErr(err)}

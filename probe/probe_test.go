@@ -24,10 +24,10 @@ func healthCfg(mut func(*config.Health)) config.Health {
 }
 
 func TestHTTPProbe(t *testing.T) {
-	var gotHeader, gotPath string
+	var gotHeader, gotPath, gotHost string
 	status, body := 200, "ok: ready"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotHeader, gotPath = r.Header.Get("X-Probe"), r.URL.Path
+		gotHeader, gotPath, gotHost = r.Header.Get("X-Probe"), r.URL.Path, r.Host
 		w.WriteHeader(status)
 		w.Write([]byte(body))
 	}))
@@ -35,7 +35,7 @@ func TestHTTPProbe(t *testing.T) {
 	client := &http.Client{Transport: NewTransport()}
 	p, err := NewHTTP(client, srv.URL+"/base/", healthCfg(func(h *config.Health) {
 		h.BodyContains = "ready"
-		h.Headers = map[string]string{"X-Probe": "lifeboat"}
+		h.Headers = map[string]string{"X-Probe": "lifeboat", "Host": "api.shop.example"}
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -44,8 +44,8 @@ func TestHTTPProbe(t *testing.T) {
 	if r := p.Probe(ctx); r.Err != nil {
 		t.Fatalf("healthy server: %v", r.Err)
 	}
-	if gotHeader != "lifeboat" || gotPath != "/base/healthz" {
-		t.Errorf("request header %q path %q", gotHeader, gotPath)
+	if gotHeader != "lifeboat" || gotPath != "/base/healthz" || gotHost != "api.shop.example" {
+		t.Errorf("request header %q path %q host %q", gotHeader, gotPath, gotHost)
 	}
 	status = 503
 	if r := p.Probe(ctx); r.Err == nil || r.Err.Error() != "status 503, want 200-399" {

@@ -17,7 +17,8 @@ const (
 	AtRisk Status = "at-risk"
 	// Breached: above the RPO.
 	Breached Status = "breached"
-	// Unmeasured: no standby has been measured yet.
+	// Unmeasured: no standby has been measured yet (cold start, or a files
+	// service whose sync engine is not running). Not an RPO verdict.
 	Unmeasured Status = "unknown"
 )
 

@@ -89,6 +89,9 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	if err := node.Open(); err != nil {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		node.Close(closeCtx)
 		return err
 	}
 	srv := api.New(api.Config{Listen: listen, Status: node, Gatherer: reg, Logger: logger})
