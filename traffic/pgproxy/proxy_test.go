@@ -1,0 +1,236 @@
+package pgproxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/health"
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
+	"github.com/lifeboat-dr/lifeboat/traffic"
+)
+
+func TestMain(m *testing.M) { testenv.MainWithLeakCheck(m) }
+
+// upVerdicts says every endpoint is up: the reader's choice of standby
+// needs health; the writer's does not.
+type upVerdicts struct{}
+
+func (upVerdicts) Verdicts() map[health.Key]health.Verdict {
+	return map[health.Key]health.Verdict{
+		{Service: "db", Region: "east"}: {State: health.Up},
+		{Service: "db", Region: "west"}: {State: health.Up},
+	}
+}
+
+type env struct {
+	pg             *testenv.PGPair
+	state          *traffic.MemState
+	router         *traffic.Router
+	writer, reader *Proxy
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	e := &env{pg: testenv.StartPostgres(t, testenv.PGOptions{})}
+	wport, rport := testenv.FreePort(t), testenv.FreePort(t)
+	doc := fmt.Sprintf(`cluster: pg
+regions:
+  - {name: east, priority: 1}
+  - {name: west, priority: 2}
+services:
+  - name: db
+    kind: postgres
+    endpoints: {east: %q, west: %q}
+traffic:
+  postgres:
+    - {listen: "127.0.0.1:%d", service: db, role: writer}
+    - {listen: "127.0.0.1:%d", service: db, role: reader}
+`, e.pg.Primary.DSN(), e.pg.Standby.DSN(), wport, rport)
+	cfg, err := config.Parse(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e.state = traffic.NewMemState("east", 1)
+	e.router = traffic.NewRouter(cfg, e.state, upVerdicts{}, 10*time.Millisecond)
+	e.router.Open()
+	e.writer, err = New(cfg, cfg.Traffic.Postgres[0], e.router, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reader, err = New(cfg, cfg.Traffic.Postgres[1], e.router, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*Proxy{e.writer, e.reader} {
+		if err := p.Open(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.writer.Close(ctx)
+		e.reader.Close(ctx)
+		e.router.Close(ctx)
+	})
+	return e
+}
+
+// dsn is a DSN for the endpoint at addr with the cluster's password.
+func (e *env) dsn(addr, sslmode string) string {
+	return fmt.Sprintf("postgres://%s:%s@%s/postgres?sslmode=%s&connect_timeout=5", testenv.PGUser, e.pg.Primary.Password, addr, sslmode)
+}
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect through the endpoint: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func role(t *testing.T, c *pgx.Conn) (inRecovery bool, port int) {
+	t.Helper()
+	if err := c.QueryRow(context.Background(), "SELECT pg_is_in_recovery(), current_setting('port')::int").Scan(&inRecovery, &port); err != nil {
+		t.Fatal(err)
+	}
+	return inRecovery, port
+}
+
+func TestWriterAcrossPrimaryChange(t *testing.T) {
+	e := setup(t)
+	old := connect(t, e.dsn(e.writer.Addr(), "prefer")) // SSLRequest answered 'N'
+	if rec, port := role(t, old); rec || port != e.pg.Primary.Port {
+		t.Fatalf("writer landed on recovery=%v port %d, want the primary %d", rec, port, e.pg.Primary.Port)
+	}
+	if _, err := old.Exec(context.Background(), "CREATE TABLE t (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	r := connect(t, e.dsn(e.reader.Addr(), "disable"))
+	if rec, port := role(t, r); !rec || port != e.pg.Standby.Port {
+		t.Errorf("reader landed on recovery=%v port %d, want the standby %d", rec, port, e.pg.Standby.Port)
+	}
+
+	// The primary changes: the standby is promoted, then the epoch commits.
+	e.pg.Standby.Exec(t, "SELECT pg_promote(wait => true)")
+	if err := e.state.Switch("west", 2); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if _, err := old.Exec(context.Background(), "INSERT INTO t VALUES (1)"); err != nil {
+			break // closed by the endpoint
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a connection to the old primary still takes writes after the epoch changed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fresh := connect(t, e.dsn(e.writer.Addr(), "disable"))
+	if rec, port := role(t, fresh); rec || port != e.pg.Standby.Port {
+		t.Errorf("new writer connection on recovery=%v port %d, want the new primary %d", rec, port, e.pg.Standby.Port)
+	}
+	if _, err := fresh.Exec(context.Background(), "INSERT INTO t VALUES (2)"); err != nil {
+		t.Errorf("write on the new primary: %v", err)
+	}
+	if st := e.writer.Status(); st.Region != "west" || st.Epoch != 2 || st.Connections != 1 {
+		t.Errorf("writer status = %+v", st)
+	}
+}
+
+func TestPsqlAndTLSRefusal(t *testing.T) {
+	e := setup(t)
+	out, err := exec.Command("psql", e.dsn(e.writer.Addr(), "prefer"), "-Atc", "SELECT 'hello from ' || current_setting('port')").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprintf("hello from %d", e.pg.Primary.Port) {
+		t.Errorf("psql through the writer: %v %s", err, out)
+	}
+	_, err = pgx.Connect(context.Background(), e.dsn(e.writer.Addr(), "require"))
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("sslmode=require: %v, want the server's refusal of TLS", err)
+	}
+}
+
+func TestHoldAndUnreachable(t *testing.T) {
+	e := setup(t)
+	e.state.Hold()
+	type result struct {
+		port int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, e.dsn(e.writer.Addr(), "disable"))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close(context.Background())
+		var port int
+		err = c.QueryRow(ctx, "SELECT current_setting('port')::int").Scan(&port)
+		done <- result{port, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("connected during the hold: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	e.pg.Standby.Exec(t, "SELECT pg_promote(wait => true)")
+	e.state.Switch("west", 2)
+	e.state.Release()
+	r := <-done
+	if r.err != nil || r.port != e.pg.Standby.Port {
+		t.Errorf("held connection: port %d err %v; want the new primary %d", r.port, r.err, e.pg.Standby.Port)
+	}
+	// The active region's server is down: a clear error, not a hang.
+	e.pg.Standby.Stop(t, "immediate")
+	_, err := pgx.Connect(context.Background(), e.dsn(e.writer.Addr(), "disable"))
+	if err == nil || !strings.Contains(err.Error(), "lifeboat: writer of service db in region west is unreachable") {
+		t.Errorf("unreachable primary: %v", err)
+	}
+}
+
+func TestBadStartup(t *testing.T) {
+	e := setup(t)
+	for _, junk := range [][]byte{
+		{0, 0, 0, 4, 0, 0, 0, 0},             // length below the minimum
+		{0x7f, 0xff, 0xff, 0xff, 1, 2, 3, 4}, // 2 GB startup message
+		{0, 0, 0, 8, 0, 2, 0, 0},             // protocol 2.0
+		[]byte("GET / HTTP/1.1\r\n\r\n"),     // not Postgres at all
+	} {
+		c, err := net.Dial("tcp", e.writer.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		c.Write(junk)
+		buf := make([]byte, 512)
+		n, _ := io.ReadAtLeast(c, buf, 1)
+		c.Close()
+		if n > 0 && buf[0] != 'E' {
+			t.Errorf("%q: answered %q, want an ErrorResponse or a closed connection", junk, buf[:n])
+		}
+	}
+	// Still serving everyone else.
+	c := connect(t, e.dsn(e.writer.Addr(), "disable"))
+	if rec, _ := role(t, c); rec {
+		t.Error("after junk: not on the primary")
+	}
+}
