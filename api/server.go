@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/observe"
 )
 
@@ -25,11 +26,25 @@ type StatusSource interface {
 	Status() observe.Status
 }
 
+// TrafficSource answers where the data plane sends traffic now.
+type TrafficSource interface {
+	Status() dataplane.Status
+}
+
+// StatusResponse is the body of GET /api/v1/status: the observation, and
+// where traffic goes when the node runs a data plane.
+type StatusResponse struct {
+	observe.Status
+	Traffic *dataplane.Status `json:"traffic,omitempty"`
+}
+
 // Config configures a Server.
 type Config struct {
 	// Listen is host:port; port 0 picks a free port (see Addr).
 	Listen string
 	Status StatusSource
+	// Traffic, when set, adds the data plane's routing to the status.
+	Traffic TrafficSource
 	// Gatherer serves /metrics; nil serves none.
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -101,7 +116,12 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.cfg.Status.Status())
+	resp := StatusResponse{Status: s.cfg.Status.Status()}
+	if s.cfg.Traffic != nil {
+		t := s.cfg.Traffic.Status()
+		resp.Traffic = &t
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // Error is the body of every error response.

@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/api"
+	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/observe"
+	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
 type serveFlags struct {
@@ -27,11 +29,16 @@ func (a *app) serveCommand() *cobra.Command {
 	var f serveFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the control plane: probes, replication monitors, API and metrics",
+		Short: "Run a node: probes, replication monitors, DNS, HTTP proxy, Postgres endpoints, API",
 		Long: `Serve runs a Lifeboat node for the topology: it probes every service endpoint
 in every region, measures replication lag and exposure of the data services,
 judges each region's state and each standby's readiness, and serves them at
 GET /api/v1/status, with Prometheus metrics at /metrics and /healthz.
+
+It also runs the data plane of the traffic section: the authoritative DNS
+server (traffic.dns), the HTTP front door (traffic.http) and the Postgres
+writer/reader endpoints (traffic.postgres). The status shows where each
+record, route and endpoint sends traffic now.
 
 It runs until interrupted (SIGINT or SIGTERM), then stops its probes and
 closes its connections.`,
@@ -94,10 +101,27 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		node.Close(closeCtx)
 		return err
 	}
-	srv := api.New(api.Config{Listen: listen, Status: node, Gatherer: reg, Logger: logger})
-	if err := srv.Open(); err != nil {
+	// The routing state lives in memory until the control plane's store
+	// holds it: the configured active region at epoch 1.
+	state := traffic.NewMemState(cfg.ActiveRegion(), 1)
+	router := traffic.NewRouter(cfg, state, node, 0)
+	router.Open()
+	plane, err := dataplane.New(cfg, router, logger)
+	if err == nil {
+		err = plane.Open()
+	}
+	var srv *api.Server
+	if err == nil {
+		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Gatherer: reg, Logger: logger})
+		err = srv.Open()
+	}
+	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		if plane != nil {
+			plane.Close(closeCtx)
+		}
+		router.Close(closeCtx)
 		node.Close(closeCtx)
 		return err
 	}
@@ -118,6 +142,10 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	if err := srv.Close(closeCtx); err != nil {
 		logger.Warn("api close", "err", err)
 	}
+	if err := plane.Close(closeCtx); err != nil {
+		logger.Warn("data plane close", "err", err)
+	}
+	router.Close(closeCtx)
 	if err := node.Close(closeCtx); err != nil {
 		logger.Warn("observe close", "err", err)
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
@@ -37,6 +39,7 @@ func TestServeAndStatus(t *testing.T) {
 	west := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer west.Close()
 	port := testenv.FreePort(t)
+	dnsPort, httpPort, pgPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	path := filepath.Join(t.TempDir(), "lifeboat.yaml")
 	doc := fmt.Sprintf(`cluster: shop
 api:
@@ -58,7 +61,17 @@ services:
       west: postgres://lifeboat:${DB_PASSWORD}@127.0.0.1:%d/postgres?sslmode=disable
     health: {interval: 100ms, timeout: 80ms, rise: 1}
     replication: {heartbeat: 100ms}
-`, port, east.URL, west.URL, pg.Primary.Port, pg.Standby.Port)
+traffic:
+  dns:
+    listen: 127.0.0.1:%d
+    zone: shop.example.
+    records: [{name: www, service: web}]
+  http:
+    listen: 127.0.0.1:%d
+    routes: [{host: www.shop.example, service: web}]
+  postgres:
+    - {listen: "127.0.0.1:%d", service: db, role: writer}
+`, port, east.URL, west.URL, pg.Primary.Port, pg.Standby.Port, dnsPort, httpPort, pgPort)
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +113,8 @@ services:
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("status:\n%s", table)
-	for _, want := range []string{"cluster shop, active region east, seen by east-1", "REGION", "east    active   up", "db*", "primary", "standby", "EXPOSURE"} {
+	for _, want := range []string{"cluster shop, active region east, seen by east-1", "REGION", "east    active   up", "db*", "primary", "standby", "EXPOSURE",
+		"traffic: active east, epoch 1", "dns www.shop.example. (failover, ttl 30s)", "http www.shop.example/", fmt.Sprintf("postgres writer 127.0.0.1:%d", pgPort)} {
 		if !strings.Contains(table, want) {
 			t.Errorf("status table lacks %q:\n%s", want, table)
 		}
@@ -125,6 +139,27 @@ services:
 	requireKeys(t, "readiness[0]", st["readiness"].([]any)[0], "region", "ready", "reasons")
 	if strings.Contains(out, pg.Primary.Password) {
 		t.Error("status JSON shows the database password")
+	}
+	tr, _ := st["traffic"].(map[string]any)
+	if tr == nil {
+		t.Fatalf("status JSON has no traffic section")
+	}
+	if pgs := tr["postgres"].([]any); len(pgs) != 1 || pgs[0].(map[string]any)["region"] != "east" {
+		t.Errorf("traffic.postgres = %v", tr["postgres"])
+	}
+	if recs := tr["dns"].([]any); len(recs) != 1 || fmt.Sprint(recs[0].(map[string]any)["answers"]) != "[127.0.0.1]" {
+		t.Errorf("traffic.dns = %v", tr["dns"])
+	}
+	// The data plane serves: the writer endpoint reaches the primary.
+	c, err := pgx.Connect(context.Background(), fmt.Sprintf("postgres://lifeboat:%s@127.0.0.1:%d/postgres?sslmode=disable", pg.Primary.Password, pgPort))
+	if err != nil {
+		t.Fatalf("writer endpoint: %v", err)
+	}
+	var inRecovery bool
+	c.QueryRow(context.Background(), "SELECT pg_is_in_recovery()").Scan(&inRecovery)
+	c.Close(context.Background())
+	if inRecovery {
+		t.Error("the writer endpoint reached a standby")
 	}
 
 	// The same node through -c.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/api"
 	"github.com/lifeboat-dr/lifeboat/config"
-	"github.com/lifeboat-dr/lifeboat/observe"
 )
 
 func (a *app) statusCommand() *cobra.Command {
@@ -81,8 +81,8 @@ func (a *app) statusServer(server, cfgPath string) (string, error) {
 	return "http://" + config.DefaultAPIListen, nil
 }
 
-func fetchStatus(ctx context.Context, base string) ([]byte, observe.Status, error) {
-	var st observe.Status
+func fetchStatus(ctx context.Context, base string) ([]byte, api.StatusResponse, error) {
+	var st api.StatusResponse
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/status", nil)
 	if err != nil {
 		return nil, st, err
@@ -113,7 +113,8 @@ func ago(t, now time.Time) string {
 }
 
 // printStatus writes the status as tables.
-func printStatus(w io.Writer, st observe.Status, now time.Time) {
+func printStatus(w io.Writer, resp api.StatusResponse, now time.Time) {
+	st := resp.Status
 	fmt.Fprintf(w, "cluster %s, active region %s, seen by %s at %s\n\n", st.Cluster, st.ActiveRegion, st.Observer, st.Time.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tROLE\tSTATE\tSINCE\tREASON")
@@ -149,6 +150,26 @@ func printStatus(w io.Writer, st observe.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+	if t := resp.Traffic; t != nil && len(t.DNS)+len(t.HTTP)+len(t.Postgres) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "traffic: active %s, epoch %d", t.State.Active, t.State.Epoch)
+		if t.State.Held {
+			fmt.Fprint(w, ", HELD for a switchover")
+		}
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ENTRY\tSERVICE\tGOES TO\tMODE")
+		for _, r := range t.DNS {
+			fmt.Fprintf(tw, "dns %s (%s, ttl %ds)\t%s\t%s\t%s\n", r.Name, r.Policy, r.TTL, r.Service, orDash(strings.Join(r.Answers, " ")), r.Mode)
+		}
+		for _, r := range t.HTTP {
+			fmt.Fprintf(tw, "http %s%s\t%s\t%s\t%s\n", orAny(r.Host), r.PathPrefix, r.Service, r.Region, r.Mode)
+		}
+		for _, p := range t.Postgres {
+			fmt.Fprintf(tw, "postgres %s %s\t%s\t%s (%d connections)\tepoch %d\n", p.Role, p.Listen, p.Service, p.Region, p.Connections, p.Epoch)
+		}
+		tw.Flush()
+	}
 	if len(st.Readiness) > 0 {
 		fmt.Fprintln(w)
 		for _, r := range st.Readiness {
@@ -162,6 +183,13 @@ func printStatus(w io.Writer, st observe.Status, now time.Time) {
 			}
 		}
 	}
+}
+
+func orAny(host string) string {
+	if host == "" {
+		return "*"
+	}
+	return host
 }
 
 func orDash(s string) string {

@@ -1,0 +1,111 @@
+// Package dataplane runs the servers that carry users' traffic — the
+// authoritative DNS server, the HTTP front door and the Postgres endpoints —
+// from one topology and one router, and reports where each sends traffic
+// now.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/traffic"
+	"github.com/lifeboat-dr/lifeboat/traffic/dnsserver"
+	"github.com/lifeboat-dr/lifeboat/traffic/httpproxy"
+	"github.com/lifeboat-dr/lifeboat/traffic/pgproxy"
+)
+
+// Plane is the set of data-plane servers of a topology.
+type Plane struct {
+	router *traffic.Router
+	dns    *dnsserver.Server
+	http   *httpproxy.Proxy
+	pg     []*pgproxy.Proxy
+	opened []interface{ Close(context.Context) error }
+}
+
+// New builds a server for each section of cfg.Traffic that is set.
+func New(cfg *config.Config, router *traffic.Router, logger *slog.Logger) (*Plane, error) {
+	p := &Plane{router: router}
+	var err error
+	if cfg.Traffic.DNS != nil {
+		if p.dns, err = dnsserver.New(cfg, router, logger); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Traffic.HTTP != nil {
+		if p.http, err = httpproxy.New(cfg, router, httpproxy.Options{Logger: logger}); err != nil {
+			return nil, err
+		}
+	}
+	for _, port := range cfg.Traffic.Postgres {
+		pp, err := pgproxy.New(cfg, port, router, pgproxy.Options{Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		p.pg = append(p.pg, pp)
+	}
+	return p, nil
+}
+
+// Open starts every server; if one fails, those started are closed.
+func (p *Plane) Open() error {
+	type server interface {
+		Open() error
+		Close(context.Context) error
+	}
+	var all []server
+	if p.dns != nil {
+		all = append(all, p.dns)
+	}
+	if p.http != nil {
+		all = append(all, p.http)
+	}
+	for _, pp := range p.pg {
+		all = append(all, pp)
+	}
+	for _, s := range all {
+		if err := s.Open(); err != nil {
+			p.Close(context.Background())
+			return err
+		}
+		p.opened = append(p.opened, s)
+	}
+	return nil
+}
+
+// Close stops every server that was opened.
+func (p *Plane) Close(ctx context.Context) error {
+	var errs []error
+	for i := len(p.opened) - 1; i >= 0; i-- {
+		if err := p.opened[i].Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.opened = nil
+	return errors.Join(errs...)
+}
+
+// Status is where traffic goes now.
+type Status struct {
+	State    traffic.State            `json:"state"`
+	DNS      []dnsserver.RecordStatus `json:"dns"`
+	HTTP     []httpproxy.RouteStatus  `json:"http"`
+	Postgres []pgproxy.EndpointStatus `json:"postgres"`
+}
+
+// Status reports every record, route and endpoint's current target.
+func (p *Plane) Status() Status {
+	st := Status{State: p.router.State(), DNS: []dnsserver.RecordStatus{}, HTTP: []httpproxy.RouteStatus{}, Postgres: []pgproxy.EndpointStatus{}}
+	if p.dns != nil {
+		st.DNS = p.dns.Records()
+	}
+	if p.http != nil {
+		st.HTTP = p.http.Routes()
+	}
+	for _, pp := range p.pg {
+		st.Postgres = append(st.Postgres, pp.Status())
+	}
+	return st
+}
