@@ -44,9 +44,13 @@ type MonitorConfig struct {
 	// Interval between the starts of two rounds, and so between two
 	// heartbeats. Default 1s.
 	Interval time.Duration
-	// Timeout of each server's queries in a round (each standby's, then the
-	// primary's). Default Interval. A round with unresponsive servers can
-	// take up to (1+len(Standbys))*Timeout; the ticks it misses are skipped.
+	// Timeout of each server's queries in a round. Default Interval.
+	// Connecting to a server (after an error drops its connection) has a
+	// budget of its own, max(Timeout, 1s), so that a slow connect does not
+	// eat the queries' time and a loaded machine does not loop on
+	// reconnects. The standbys are read in parallel, then the primary is
+	// written, so a round with unresponsive servers can take up to
+	// 2*(max(Timeout, 1s)+Timeout); the ticks it misses are skipped.
 	Timeout time.Duration
 	// Logger receives changes of state (a standby broken or healthy again,
 	// heartbeat failing or restored). Default: discard.
@@ -77,22 +81,33 @@ func (c MonitorConfig) Validate() error {
 }
 
 // Monitor measures the replication of one PostgreSQL service: every
-// Interval it reads each standby, then writes a heartbeat on the primary.
+// Interval it reads every standby (in parallel), then writes a heartbeat on
+// the primary and reads the primary's LSN in the same statement.
 //
 // A standby's lag in seconds is the age of the heartbeat it shows compared
 // with the last heartbeat written; both timestamps come from the primary's
 // clock, so clock skew between the hosts does not matter. Reading the
 // standbys before writing the next heartbeat makes a healthy standby show
-// zero lag. The lag in bytes likewise compares the standby's replay LSN with
-// the primary's LSN read just after the last heartbeat.
+// zero lag. While the heartbeat cannot be written (the primary is
+// unreachable, read-only, refuses the write...) the standbys may well show
+// the last heartbeat written, which proves nothing about what the primary
+// took since: the lag in seconds is then at least the time since the last
+// heartbeat written, on the monitor's own monotonic clock, and Reason says
+// "heartbeat failing on the primary: ...".
 //
-// Monitor keeps one connection per server, dropped after any error and
-// opened again next round.
+// The lag in bytes compares the standby's replay LSN with the primary's LSN
+// read in the same round, after the standby: an idle standby shows the few
+// hundred bytes of the heartbeat's own WAL.
+//
+// Monitor keeps one connection per server, dropped after any error (but
+// the primary's refusal of the heartbeat, which leaves it sound) and opened
+// again next round.
 type Monitor struct {
 	cfg      MonitorConfig
 	log      *slog.Logger
 	interval time.Duration
-	timeout  time.Duration
+	timeout  time.Duration // of each server's queries in a round
+	connTO   time.Duration // of each connect: max(timeout, minConnectTimeout)
 
 	mu   sync.Mutex
 	lags []replication.Lag // one per standby, in cfg.Standbys order
@@ -108,11 +123,18 @@ type Monitor struct {
 	hb       heartbeat
 }
 
+// minConnectTimeout is the least time given to a connect.
+const minConnectTimeout = time.Second
+
 // heartbeat is what the monitor knows of the primary.
 type heartbeat struct {
-	ts         time.Time // last heartbeat written, primary clock
-	tsKnown    bool
-	lsn        lsn // pg_current_wal_lsn() just after writing ts
+	ts        time.Time // last heartbeat written, primary clock
+	tsKnown   bool
+	writtenAt time.Time // when ts was sent, monitor's monotonic clock
+	written   bool      // the latest round wrote a heartbeat
+	// pg_current_wal_lsn() of the latest round that could read it: with
+	// the heartbeat, or alone when the heartbeat was refused.
+	lsn        lsn
 	lsnKnown   bool
 	inRecovery bool      // the primary endpoint answered as a standby
 	schemaConn *pgx.Conn // the connection on which the table was ensured
@@ -147,7 +169,7 @@ type standby struct {
 	receive      lsn
 	receiveKnown bool
 
-	loggedReason string // last reason logged, to log changes only
+	loggedReason string // last broken reason logged, to log changes only
 }
 
 // NewMonitor returns a monitor; it does no I/O until Open. Lag works at
@@ -164,6 +186,7 @@ func NewMonitor(cfg MonitorConfig) *Monitor {
 	if m.timeout <= 0 {
 		m.timeout = m.interval
 	}
+	m.connTO = max(m.timeout, minConnectTimeout)
 	m.log = m.log.With("service", cfg.Service)
 	// The heartbeat must not wait for a synchronous standby that is down:
 	// its lag is what we want to see then.
@@ -221,8 +244,9 @@ func (m *Monitor) Close(ctx context.Context) error {
 	}
 }
 
-// Lag returns a copy of the latest measurement of every standby, in the
-// order of MonitorConfig.Standbys. It does no I/O.
+// Lag returns the latest measurement of every standby, in the order of
+// MonitorConfig.Standbys, in a new slice that the caller owns (Details
+// maps included). It does no I/O.
 func (m *Monitor) Lag() []replication.Lag {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -258,20 +282,24 @@ func (m *Monitor) closeConns() {
 	}
 }
 
-// round reads every standby, writes the heartbeat and publishes the lags.
+// round reads every standby (in parallel), writes the heartbeat and
+// publishes the lags.
 func (m *Monitor) round(ctx context.Context) {
-	// The primary as it was when the standbys are read.
+	// The heartbeat the standbys should show by now.
 	prev := m.hb
+	var wg sync.WaitGroup
 	for _, s := range m.standbys {
-		m.readStandby(ctx, s)
+		wg.Go(func() { m.readStandby(ctx, s) }) // s and s.ep are its own
 	}
+	wg.Wait()
 	m.writeHeartbeat(ctx)
 	if ctx.Err() != nil {
 		return // closing: the round's failures are ours, not the servers'
 	}
+	now := time.Now()
 	lags := make([]replication.Lag, len(m.standbys))
 	for i, s := range m.standbys {
-		lags[i] = m.lagOf(s, prev)
+		lags[i] = m.lagOf(s, prev, now)
 		m.logChange(s, lags[i])
 	}
 	m.mu.Lock()
@@ -297,16 +325,24 @@ const (
 	NULL::timestamptz`
 )
 
-// readStandby reads one standby, keeping what it knew when it cannot.
-func (m *Monitor) readStandby(ctx context.Context, s *standby) {
-	ctx, cancel := context.WithTimeout(ctx, m.timeout)
+// connectTo returns ep's connection, opening one within m.connTO.
+func (m *Monitor) connectTo(ctx context.Context, ep *endpoint) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.connTO)
 	defer cancel()
+	return ep.connect(ctx)
+}
+
+// readStandby reads one standby, keeping what it knew when it cannot. It
+// touches only s, so the standbys can be read in parallel.
+func (m *Monitor) readStandby(ctx context.Context, s *standby) {
 	s.at = time.Now()
-	conn, err := s.ep.connect(ctx)
+	conn, err := m.connectTo(ctx, s.ep)
 	if err != nil {
 		s.err = err
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, m.timeout)
+	defer cancel()
 	var (
 		inRecovery      bool
 		receive, replay *string
@@ -356,23 +392,26 @@ func parseOptionalLSN(s *string) (lsn, bool) {
 const (
 	ensureHeartbeatTable = `CREATE SCHEMA IF NOT EXISTS lifeboat;
 CREATE TABLE IF NOT EXISTS lifeboat.heartbeat (observer text PRIMARY KEY, ts timestamptz NOT NULL, seq bigint NOT NULL)`
-	upsertHeartbeat = `INSERT INTO lifeboat.heartbeat AS h (observer, ts, seq) VALUES ($1, clock_timestamp(), 1)
-ON CONFLICT (observer) DO UPDATE SET ts = excluded.ts, seq = h.seq + 1
-RETURNING ts`
+	// The primary's LSN is read in the same statement, so that it is as
+	// recent as the heartbeat and later than the standbys' reads.
+	upsertHeartbeat = `WITH h AS (
+	INSERT INTO lifeboat.heartbeat AS hb (observer, ts, seq) VALUES ($1, clock_timestamp(), 1)
+	ON CONFLICT (observer) DO UPDATE SET ts = excluded.ts, seq = hb.seq + 1
+	RETURNING ts)
+SELECT h.ts, pg_current_wal_lsn()::text FROM h`
 	replicationQuery = `SELECT coalesce(application_name, ''), coalesce(host(client_addr), ''),
 	coalesce(state, ''), coalesce(sync_state, ''),
 	write_lag::text, flush_lag::text, replay_lag::text, replay_lsn::text
 FROM pg_stat_replication`
 )
 
-// writeHeartbeat writes the heartbeat on the primary, then reads its LSN
-// and pg_stat_replication. Its outcome is in m.hb; on failure the last
-// heartbeat and LSN are kept.
+// writeHeartbeat writes the heartbeat on the primary with its LSN, then
+// reads pg_stat_replication. Its outcome is in m.hb; on failure the last
+// heartbeat is kept, and so is the LSN unless it could be read alone.
 func (m *Monitor) writeHeartbeat(ctx context.Context) {
-	qctx, cancel := context.WithTimeout(ctx, m.timeout)
-	defer cancel()
 	m.hb.repl = nil
-	m.hb.err = m.heartbeatRound(qctx)
+	m.hb.written = false
+	m.hb.err = m.heartbeatRound(ctx)
 	if ctx.Err() != nil {
 		return // closing
 	}
@@ -387,10 +426,12 @@ func (m *Monitor) writeHeartbeat(ctx context.Context) {
 }
 
 func (m *Monitor) heartbeatRound(ctx context.Context) error {
-	conn, err := m.primary.connect(ctx)
+	conn, err := m.connectTo(ctx, m.primary)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, m.timeout)
+	defer cancel()
 	started := time.Now()
 	var inRecovery bool
 	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
@@ -402,25 +443,23 @@ func (m *Monitor) heartbeatRound(ctx context.Context) error {
 	}
 	if m.hb.schemaConn != conn {
 		if _, err := conn.Exec(ctx, ensureHeartbeatTable); err != nil {
-			return m.primary.fail(ctx, "create lifeboat.heartbeat on", err, started)
+			return m.writeFailed(ctx, conn, "create lifeboat.heartbeat on", err, started)
 		}
 		m.hb.schemaConn = conn
 	}
-	var ts time.Time
-	if err := conn.QueryRow(ctx, upsertHeartbeat, m.cfg.Observer).Scan(&ts); err != nil {
-		return m.primary.fail(ctx, "write heartbeat on", err, started)
-	}
-	m.hb.ts, m.hb.tsKnown = ts, true
-	var cur string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&cur); err != nil {
-		m.hb.lsnKnown = false // it would not match ts
-		return m.primary.fail(ctx, "query", err, started)
+	var (
+		ts   time.Time
+		cur  string
+		sent = time.Now()
+	)
+	if err := conn.QueryRow(ctx, upsertHeartbeat, m.cfg.Observer).Scan(&ts, &cur); err != nil {
+		return m.writeFailed(ctx, conn, "write heartbeat on", err, started)
 	}
 	l, err := parseLSN(cur)
 	if err != nil {
-		m.hb.lsnKnown = false
 		return m.primary.fail(ctx, "query", err, started)
 	}
+	m.hb.ts, m.hb.tsKnown, m.hb.writtenAt, m.hb.written = ts, true, sent, true
 	m.hb.lsn, m.hb.lsnKnown = l, true
 	rows, err := conn.Query(ctx, replicationQuery)
 	if err != nil {
@@ -438,6 +477,29 @@ func (m *Monitor) heartbeatRound(ctx context.Context) error {
 	return nil
 }
 
+// writeFailed returns err, from writing op on the primary, described.
+// When the server refused the write (permission, read-only, constraint,
+// disk full...), the connection is sound and kept, and the primary's LSN
+// is read alone: it still tells how far the standbys are behind. Any other
+// error drops the connection.
+func (m *Monitor) writeFailed(ctx context.Context, conn *pgx.Conn, op string, err error, started time.Time) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || conn.IsClosed() {
+		return m.primary.fail(ctx, op, err, started)
+	}
+	m.hb.schemaConn = nil // the table may have gone: ensure it again
+	var cur string
+	lerr := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&cur)
+	if lerr != nil {
+		if !errors.As(lerr, &pgErr) {
+			m.primary.close(ctx)
+		}
+	} else if l, perr := parseLSN(cur); perr == nil {
+		m.hb.lsn, m.hb.lsnKnown = l, true
+	}
+	return m.primary.describe(ctx, op, err, started)
+}
+
 func errText(err error) string {
 	if err == nil {
 		return ""
@@ -445,9 +507,10 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// lagOf is standby s's measurement against the primary as it was before
-// this round's heartbeat (prev), with this round's pg_stat_replication.
-func (m *Monitor) lagOf(s *standby, prev heartbeat) replication.Lag {
+// lagOf is standby s's measurement: its heartbeat against the one written
+// before this round (prev), its replay LSN against the primary's LSN of
+// this round (m.hb), at time now (after this round's heartbeat).
+func (m *Monitor) lagOf(s *standby, prev heartbeat, now time.Time) replication.Lag {
 	l := replication.Lag{Service: m.cfg.Service, Region: s.Region, Time: s.at, Details: map[string]string{}}
 	// An unreachable standby keeps its last positions, so its lag grows;
 	// a server that is not a replica has no lag to speak of.
@@ -455,10 +518,15 @@ func (m *Monitor) lagOf(s *standby, prev heartbeat) replication.Lag {
 	if measurable && prev.tsKnown && s.visibleKnown {
 		l.Seconds = max(0, prev.ts.Sub(s.visible).Seconds())
 		l.SecondsKnown = true
+		if !m.hb.written {
+			// What the primary took since its last heartbeat is unknown:
+			// the standby may miss all of it.
+			l.Seconds = max(l.Seconds, now.Sub(m.hb.writtenAt).Seconds())
+		}
 	}
-	if measurable && prev.lsnKnown && s.replayKnown {
-		if prev.lsn > s.replay {
-			l.Bytes = int64(prev.lsn - s.replay)
+	if measurable && m.hb.lsnKnown && s.replayKnown {
+		if m.hb.lsn > s.replay {
+			l.Bytes = int64(m.hb.lsn - s.replay)
 		}
 		l.BytesKnown = true
 	}
@@ -478,12 +546,15 @@ func (m *Monitor) lagOf(s *standby, prev heartbeat) replication.Lag {
 	case *s.walStatus != "streaming":
 		l.Broken, l.Reason = true, "replication not streaming: wal receiver status "+*s.walStatus
 	}
+	if !l.Broken && m.hb.err != nil && !m.hb.written {
+		l.Reason = "heartbeat failing on the primary: " + m.hb.err.Error()
+	}
 
 	if s.err == nil && s.walStatus != nil && *s.walStatus != "" {
 		l.Details["wal_receiver_status"] = *s.walStatus
 	}
-	if prev.lsnKnown {
-		l.Details["primary_lsn"] = prev.lsn.String()
+	if m.hb.lsnKnown {
+		l.Details["primary_lsn"] = m.hb.lsn.String()
 	}
 	if s.receiveKnown {
 		l.Details["receive_lsn"] = s.receive.String()
@@ -534,9 +605,13 @@ func setIf(d map[string]string, k string, v *string) {
 }
 
 // logChange logs when a standby becomes broken, changes reason, or is
-// healthy again.
+// healthy again. A failing heartbeat is logged once, by writeHeartbeat.
 func (m *Monitor) logChange(s *standby, l replication.Lag) {
-	if l.Reason == s.loggedReason {
+	reason := ""
+	if l.Broken {
+		reason = l.Reason
+	}
+	if reason == s.loggedReason {
 		return
 	}
 	if l.Broken {
@@ -544,5 +619,5 @@ func (m *Monitor) logChange(s *standby, l replication.Lag) {
 	} else {
 		m.log.Info("postgres standby replication healthy", "region", s.Region)
 	}
-	s.loggedReason = l.Reason
+	s.loggedReason = reason
 }

@@ -73,6 +73,10 @@ func waitLag(t *testing.T, m *Monitor, region string, timeout time.Duration, con
 	}
 }
 
+// idleBytes bounds the lag in bytes of an idle standby: the heartbeat's own
+// WAL, read from the primary after the standby.
+const idleBytes = 64 << 10
+
 // healthy accepts a lag that is known, small and not broken.
 func healthy(l replication.Lag) error {
 	switch {
@@ -125,10 +129,15 @@ func TestMonitorLagFollowsReplay(t *testing.T) {
 		}
 		return healthy(l)
 	})
-	// It stays so over several rounds.
+	// It stays so over several rounds, behind by no more than the
+	// heartbeat's own WAL.
 	for end := time.Now().Add(5 * testInterval); time.Now().Before(end); time.Sleep(testInterval / 4) {
-		if err := healthy(lagOf(t, m, "west")); err != nil {
+		l := lagOf(t, m, "west")
+		if err := healthy(l); err != nil {
 			t.Fatalf("idle standby: %v", err)
+		}
+		if l.Bytes >= idleBytes || l.Reason != "" {
+			t.Fatalf("idle standby: %d bytes behind (want under %d), reason %q", l.Bytes, idleBytes, l.Reason)
 		}
 	}
 
@@ -345,6 +354,225 @@ func TestParseLSN(t *testing.T) {
 	for _, in := range []string{"", "0", "x/1", "1/", "100000000/0"} {
 		if _, err := parseLSN(in); err == nil {
 			t.Errorf("parseLSN(%q): no error", in)
+		}
+	}
+}
+
+// heartbeatFailing accepts a lag that is not broken, says the heartbeat
+// fails, and is over min seconds.
+func heartbeatFailing(min float64) func(replication.Lag) error {
+	return func(l replication.Lag) error {
+		switch {
+		case l.Broken:
+			return fmt.Errorf("broken: %s", l.Reason)
+		case !strings.HasPrefix(l.Reason, "heartbeat failing on the primary: "):
+			return fmt.Errorf("reason %q, want heartbeat failing on the primary", l.Reason)
+		case !l.SecondsKnown || l.Seconds <= min:
+			return fmt.Errorf("lag %.3fs (known %v), want over %.3fs", l.Seconds, l.SecondsKnown, min)
+		}
+		return nil
+	}
+}
+
+func TestMonitorHeartbeatRefused(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PGOptions{})
+	m := openMonitor(t, MonitorConfig{
+		Service:  "db",
+		Observer: "node-a",
+		Primary:  Endpoint{Region: "east", DSN: pg.Primary.DSN()},
+		Standbys: []Endpoint{{Region: "west", DSN: pg.Standby.DSN()}},
+	})
+	waitLag(t, m, "west", 10*time.Second, healthy)
+
+	// The primary answers but refuses the heartbeat: the standby soon
+	// shows the last one written, yet the exposure grows.
+	pg.Primary.Exec(t, "ALTER TABLE lifeboat.heartbeat ADD CONSTRAINT no_writes CHECK (false) NOT VALID")
+	first := waitLag(t, m, "west", 10*time.Second, heartbeatFailing(0))
+	t.Logf("refused: %+v", first)
+	l := waitLag(t, m, "west", 10*time.Second, heartbeatFailing(max(1, first.Seconds+1)))
+	t.Logf("refused later: %+v", l)
+	if want := fmt.Sprintf("write heartbeat on 127.0.0.1:%d: ", pg.Primary.Port); !strings.Contains(l.Reason, want) || !strings.Contains(l.Reason, "no_writes") {
+		t.Errorf("reason %q, want it to name %q and the constraint", l.Reason, want)
+	}
+	if strings.Contains(fmt.Sprint(l), pg.Primary.Password) {
+		t.Errorf("lag %+v contains the password", l)
+	}
+
+	// The primary's LSN is still read: a standby that stops replaying is
+	// seen behind in bytes.
+	pg.Standby.Exec(t, "SELECT pg_wal_replay_pause()")
+	pg.Primary.Exec(t, "CREATE TABLE pending AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 10000) g")
+	l = waitLag(t, m, "west", 10*time.Second, func(l replication.Lag) error {
+		if err := heartbeatFailing(1)(l); err != nil {
+			return err
+		}
+		if !l.BytesKnown || l.Bytes <= 100_000 {
+			return fmt.Errorf("lag %d bytes (known %v), want over 100kB", l.Bytes, l.BytesKnown)
+		}
+		return nil
+	})
+	t.Logf("refused, replay paused: %+v", l)
+	pg.Standby.Exec(t, "SELECT pg_wal_replay_resume()")
+
+	// The heartbeat is taken again: the lag is small and the reason gone.
+	pg.Primary.Exec(t, "ALTER TABLE lifeboat.heartbeat DROP CONSTRAINT no_writes")
+	waitLag(t, m, "west", 10*time.Second, func(l replication.Lag) error {
+		if l.Reason != "" {
+			return fmt.Errorf("reason %q, want none", l.Reason)
+		}
+		return healthy(l)
+	})
+}
+
+func TestMonitorPrimaryDown(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PGOptions{})
+	m := openMonitor(t, MonitorConfig{
+		Service:  "db",
+		Observer: "node-a",
+		Primary:  Endpoint{Region: "east", DSN: pg.Primary.DSN()},
+		Standbys: []Endpoint{{Region: "west", DSN: pg.Standby.DSN()}},
+	})
+	waitLag(t, m, "west", 10*time.Second, healthy)
+
+	// No heartbeat can be written: the standby shows the last one, and
+	// the exposure grows with the time the primary's state is unknown.
+	pg.Primary.Stop(t, "immediate")
+	l := waitLag(t, m, "west", 10*time.Second, func(l replication.Lag) error {
+		switch {
+		case !l.SecondsKnown || l.Seconds <= 1:
+			return fmt.Errorf("lag %.3fs (known %v), want over 1s", l.Seconds, l.SecondsKnown)
+		case !l.Broken && !strings.HasPrefix(l.Reason, "heartbeat failing on the primary: "):
+			return fmt.Errorf("reason %q, want heartbeat failing or broken", l.Reason)
+		}
+		return nil
+	})
+	t.Logf("primary down: %+v", l)
+	want := fmt.Sprintf("connect 127.0.0.1:%d: connection refused", pg.Primary.Port)
+	if got := l.Details["primary_error"]; got != want {
+		t.Errorf("primary_error %q, want %q", got, want)
+	}
+	if strings.Contains(fmt.Sprint(l), pg.Primary.Password) {
+		t.Errorf("lag %+v contains the password", l)
+	}
+}
+
+// TestMonitorBytesSameRound checks that the primary's LSN is read in the
+// round that reads the standby, after it: a standby is never shown less
+// behind than it is.
+func TestMonitorBytesSameRound(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PGOptions{})
+	m := openMonitor(t, MonitorConfig{
+		Service:  "db",
+		Observer: "node-a",
+		Primary:  Endpoint{Region: "east", DSN: pg.Primary.DSN()},
+		Standbys: []Endpoint{{Region: "west", DSN: pg.Standby.DSN()}},
+	})
+	waitLag(t, m, "west", 10*time.Second, healthy)
+
+	pg.Standby.Exec(t, "SELECT pg_wal_replay_pause()")
+	waitFor := time.Now().Add(10 * time.Second)
+	for {
+		var state string
+		if err := pg.Standby.QueryRow(t, "SELECT pg_get_wal_replay_pause_state()").Scan(&state); err != nil {
+			t.Fatal(err)
+		}
+		if state == "paused" {
+			break
+		}
+		if time.Now().After(waitFor) {
+			t.Fatalf("replay pause state %q", state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var replay, current string
+	if err := pg.Standby.QueryRow(t, "SELECT pg_last_wal_replay_lsn()::text").Scan(&replay); err != nil {
+		t.Fatal(err)
+	}
+	pg.Primary.Exec(t, "CREATE TABLE pending AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 10000) g")
+	if err := pg.Primary.QueryRow(t, "SELECT pg_current_wal_lsn()::text").Scan(&current); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	r, err := parseLSN(replay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseLSN(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first round that reads the standby after the writes sees them.
+	var l replication.Lag
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if l = lagOf(t, m, "west"); l.Time.After(written) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no measurement after the writes: %+v", l)
+		}
+	}
+	t.Logf("replay paused at %s, primary at %s: %+v", replay, current, l)
+	if want := int64(c - r); !l.BytesKnown || l.Bytes < want {
+		t.Errorf("lag %d bytes (known %v), want at least %d", l.Bytes, l.BytesKnown, want)
+	}
+	if p, err := parseLSN(l.Details["primary_lsn"]); err != nil || p < c {
+		t.Errorf("primary_lsn %q (%v), want at least %s", l.Details["primary_lsn"], err, current)
+	}
+	pg.Standby.Exec(t, "SELECT pg_wal_replay_resume()")
+}
+
+// TestMonitorParallelStandbys checks that hung standbys are waited for at
+// once, not one after another, and that a connect has a budget of its own.
+func TestMonitorParallelStandbys(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PGOptions{})
+	standbys := []Endpoint{{Region: "west", DSN: pg.Standby.DSN()}}
+	var holes []string
+	for i := range 3 {
+		addr := testenv.Blackhole(t)
+		holes = append(holes, addr)
+		standbys = append(standbys, Endpoint{Region: fmt.Sprintf("hung%d", i), DSN: "postgres://lifeboat:pw@" + addr + "/postgres?sslmode=disable"})
+	}
+	m := openMonitor(t, MonitorConfig{
+		Service:  "db",
+		Observer: "node-a",
+		Primary:  Endpoint{Region: "east", DSN: pg.Primary.DSN()},
+		Standbys: standbys,
+		Timeout:  100 * time.Millisecond,
+	})
+	for i, addr := range holes {
+		want := "standby unreachable: connect " + addr + ": timed out: no answer within "
+		l := waitLag(t, m, fmt.Sprintf("hung%d", i), 10*time.Second, func(l replication.Lag) error {
+			if !l.Broken || !strings.HasPrefix(l.Reason, want) {
+				return fmt.Errorf("broken %v, reason %q, want %q...", l.Broken, l.Reason, want)
+			}
+			return nil
+		})
+		// The connect had its own second, not the queries' 100ms.
+		if d, err := time.ParseDuration(strings.TrimPrefix(l.Reason, want)); err != nil || d < 900*time.Millisecond {
+			t.Errorf("reason %q: want a connect timeout of about 1s", l.Reason)
+		}
+	}
+	waitLag(t, m, "west", 10*time.Second, healthy)
+
+	// A round lasts about one connect timeout (1s), not three.
+	first := lagOf(t, m, "west").Time
+	var times []time.Time
+	for deadline := time.Now().Add(15 * time.Second); len(times) < 3; time.Sleep(10 * time.Millisecond) {
+		if l := lagOf(t, m, "west"); !l.Time.Equal(first) && (len(times) == 0 || !l.Time.Equal(times[len(times)-1])) {
+			times = append(times, l.Time)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rounds at %v: too slow", times)
+		}
+	}
+	for i := 1; i < len(times); i++ {
+		if d := times[i].Sub(times[i-1]); d > 2500*time.Millisecond {
+			t.Errorf("round %d took %v, want about 1s: the standbys are not read in parallel", i, d)
 		}
 	}
 }

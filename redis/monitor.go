@@ -72,10 +72,16 @@ type MonitorConfig struct {
 // and the one visible on the replica; both are this monitor's own clock
 // readings, so clocks of the servers do not matter. Because replicas are
 // read before the next heartbeat is written, a healthy replica shows 0 and
-// the figure moves in steps of Interval. While the primary is unreachable
-// no heartbeat is written and Seconds stays where it was; while a replica
-// is unreachable, or does not apply the stream, its last visible heartbeat
-// is kept, so Seconds grows as long as the primary takes heartbeats.
+// the figure moves in steps of Interval. While a replica is unreachable,
+// or does not apply the stream, its last visible heartbeat is kept, so
+// Seconds grows as long as the primary takes heartbeats.
+//
+// While the primary cannot be read or refuses the heartbeat (unreachable,
+// OOM, ACL, read-only...), the replicas may well show the last heartbeat
+// written, which proves nothing about what the primary took since: Seconds
+// is then at least the time since the last heartbeat written, on the
+// monitor's own monotonic clock, and Reason (unless the replica is broken)
+// says "heartbeat failing on the primary: ...".
 //
 // Lag.Bytes is the primary's master_repl_offset minus the replica's
 // slave_repl_offset, each the last one read.
@@ -89,8 +95,9 @@ type Monitor struct {
 	standbys []*standby
 
 	// Loop state: touched only by the loop goroutine.
-	written            int64 // last heartbeat SET on the primary (unix ns); 0 = none yet
-	primaryOffset      int64 // last master_repl_offset read
+	written            int64     // last heartbeat SET on the primary (unix ns); 0 = none yet
+	writtenAt          time.Time // when written was sent, with the monotonic clock
+	primaryOffset      int64     // last master_repl_offset read
 	primaryOffsetKnown bool
 	primaryFailing     bool // for logging changes only
 
@@ -250,8 +257,9 @@ func (m *Monitor) closeNodes() error {
 	return errors.Join(errs...)
 }
 
-// Lag returns a copy of the latest measurement of every standby, in the
-// order of MonitorConfig.Standbys. It does no I/O.
+// Lag returns the latest measurement of every standby, in the order of
+// MonitorConfig.Standbys, in a new slice that the caller owns (Details
+// maps included). It does no I/O.
 func (m *Monitor) Lag() []replication.Lag {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -309,9 +317,10 @@ func (m *Monitor) round(ctx context.Context) {
 		return
 	}
 
+	after := time.Now()
 	lags := make([]replication.Lag, len(m.standbys))
 	for i, sb := range m.standbys {
-		lags[i] = m.measure(sb, readings[i], primary, writtenBefore, now)
+		lags[i] = m.measure(sb, readings[i], primary, writtenBefore, now, after)
 	}
 	m.mu.Lock()
 	m.lags = lags
@@ -357,7 +366,8 @@ func (m *Monitor) readReplica(ctx context.Context, sb *standby) replicaReading {
 func (m *Monitor) heartbeat(ctx context.Context) primaryReading {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
-	value := time.Now().UnixNano()
+	sent := time.Now()
+	value := sent.UnixNano()
 	var info *goredis.StringCmd
 	var set *goredis.StatusCmd
 	_, _ = m.primary.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
@@ -379,7 +389,7 @@ func (m *Monitor) heartbeat(ctx context.Context) primaryReading {
 			r.err = m.primary.describe("SET", err)
 		}
 	} else {
-		m.written = value
+		m.written, m.writtenAt = value, sent
 	}
 
 	switch failing := r.err != nil; {
@@ -394,8 +404,9 @@ func (m *Monitor) heartbeat(ctx context.Context) primaryReading {
 
 // measure updates what is remembered of sb from this round's readings and
 // returns its Lag. writtenBefore is the last heartbeat written before the
-// replicas were read.
-func (m *Monitor) measure(sb *standby, rd replicaReading, pr primaryReading, writtenBefore int64, now time.Time) replication.Lag {
+// replicas were read at now; after is when the primary's part of the round
+// ended.
+func (m *Monitor) measure(sb *standby, rd replicaReading, pr primaryReading, writtenBefore int64, now, after time.Time) replication.Lag {
 	lag := replication.Lag{
 		Service: m.cfg.Service,
 		Region:  sb.Region,
@@ -417,6 +428,11 @@ func (m *Monitor) measure(sb *standby, rd replicaReading, pr primaryReading, wri
 	if writtenBefore > 0 && sb.visible > 0 {
 		lag.Seconds = max(0, float64(writtenBefore-sb.visible)/float64(time.Second))
 		lag.SecondsKnown = true
+		if pr.err != nil {
+			// What the primary took since its last heartbeat is unknown:
+			// the replica may miss all of it.
+			lag.Seconds = max(lag.Seconds, after.Sub(m.writtenAt).Seconds())
+		}
 	}
 	if m.primaryOffsetKnown && sb.offsetKnown {
 		lag.Bytes = max(0, m.primaryOffset-sb.offset)
@@ -447,6 +463,9 @@ func (m *Monitor) measure(sb *standby, rd replicaReading, pr primaryReading, wri
 
 	kind, reason := brokenReason(rd)
 	lag.Broken, lag.Reason = reason != "", reason
+	if !lag.Broken && pr.err != nil {
+		lag.Reason = "heartbeat failing on the primary: " + pr.err.Error()
+	}
 	if kind != sb.brokenKind {
 		if kind != "" {
 			m.log.Warn("redis replication broken", "region", sb.Region, "reason", reason)
