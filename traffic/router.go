@@ -49,6 +49,9 @@ type Decision struct {
 type snapshot struct {
 	state   State
 	healthy map[health.Key]health.State
+	// decided caches, per policy and service, the decisions under state
+	// (weighted decisions are drawn per call and not cached).
+	decided map[string]map[string]Decision
 	// lastGood is, per service, the regions healthy when some last were.
 	lastGood map[string]map[string]bool
 }
@@ -160,7 +163,14 @@ func (r *Router) update() {
 		}
 		lastGood[s.Name] = good
 	}
-	next := &snapshot{state: st, healthy: healthy, lastGood: lastGood}
+	next := &snapshot{state: st, healthy: healthy, lastGood: lastGood, decided: map[string]map[string]Decision{}}
+	for _, policy := range []string{config.PolicyFailover, config.PolicyMultivalue} {
+		m := map[string]Decision{}
+		for _, s := range r.cfg.Services {
+			m[s.Name] = r.decide(next, st, s.Name, policy, nil)
+		}
+		next.decided[policy] = m
+	}
 	r.snap.Store(next)
 	if prev == nil || prev.state != st {
 		close(r.changed)
@@ -169,12 +179,22 @@ func (r *Router) update() {
 }
 
 // Decide returns where traffic for a service goes under a policy. weights
-// are used by the weighted policy (nil: equal weights).
+// are used by the weighted policy (nil: equal weights). The returned
+// Endpoints are shared: callers must not modify them.
 func (r *Router) Decide(service, policy string, weights map[string]int) Decision {
 	snap := r.snap.Load()
 	// The state is read now, not from the snapshot: a switch applies to
-	// the very next decision.
+	// the very next decision, before the snapshot catches up.
 	st := r.state.Current()
+	if st == snap.state {
+		if d, ok := snap.decided[policy][service]; ok {
+			return d
+		}
+	}
+	return r.decide(snap, st, service, policy, weights)
+}
+
+func (r *Router) decide(snap *snapshot, st State, service, policy string, weights map[string]int) Decision {
 	d := Decision{Service: service, Policy: policy, Active: st.Active, Epoch: st.Epoch}
 	s, ok := r.cfg.Service(service)
 	if !ok {

@@ -20,6 +20,11 @@ type State struct {
 	Epoch uint64 `json:"epoch"`
 	// Held is set while a switchover holds new requests.
 	Held bool `json:"held"`
+	// NoQuorum is set by a node that cannot confirm the state with a
+	// quorum of the control plane: it keeps routing reads from the last
+	// known state but refuses writes (it cannot know the current epoch).
+	// Never stored.
+	NoQuorum bool `json:"no_quorum,omitempty"`
 }
 
 // StateSource is where the routing state comes from: in memory today, the
@@ -101,6 +106,28 @@ func (m *MemState) Switch(active string, epoch uint64) error {
 		return fmt.Errorf("traffic: epoch %d is not above the current epoch %d", epoch, m.st.Epoch)
 	}
 	m.st.Active, m.st.Epoch = active, epoch
+	m.notifyLocked()
+	return nil
+}
+
+// Set replaces the whole state, as a cache of the control plane's store
+// does. An epoch below the current one is refused: epochs never go back.
+func (m *MemState) Set(st State) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st.Epoch < m.st.Epoch {
+		return fmt.Errorf("traffic: epoch %d is below the current epoch %d", st.Epoch, m.st.Epoch)
+	}
+	if st == m.st {
+		return nil
+	}
+	if st.Held && !m.st.Held {
+		m.released = make(chan struct{})
+	}
+	if !st.Held && m.st.Held {
+		close(m.released)
+	}
+	m.st = st
 	m.notifyLocked()
 	return nil
 }

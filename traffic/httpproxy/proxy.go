@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
@@ -54,6 +55,10 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	ejected map[health.Key]time.Time
+	// nEjected mirrors len(ejected) so the common case takes no lock.
+	nEjected atomic.Int32
+	// targets are the endpoints' URLs, parsed once.
+	targets map[string]*url.URL
 
 	srv  *http.Server
 	ln   net.Listener
@@ -90,7 +95,14 @@ func New(cfg *config.Config, router Router, opts Options) (*Proxy, error) {
 			ForceAttemptHTTP2:     false,
 		}
 	}
-	p := &Proxy{listen: h.Listen, router: router, opts: opts, logger: opts.Logger, ejected: map[health.Key]time.Time{}, errc: make(chan error, 1)}
+	p := &Proxy{listen: h.Listen, router: router, opts: opts, logger: opts.Logger, ejected: map[health.Key]time.Time{}, targets: map[string]*url.URL{}, errc: make(chan error, 1)}
+	for _, svc := range cfg.Services {
+		for _, ep := range svc.Endpoints {
+			if u, err := url.Parse(ep); err == nil && svc.Kind == config.KindHTTP {
+				p.targets[ep] = u
+			}
+		}
+	}
 	for _, r := range h.Routes {
 		p.routes = append(p.routes, route{host: strings.ToLower(r.Host), prefix: r.PathPrefix, service: r.Service})
 	}
@@ -103,6 +115,7 @@ func New(cfg *config.Config, router Router, opts Options) (*Proxy, error) {
 	})
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
+		BufferPool:   &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}},
 		Transport:    &retrier{p: p, base: opts.Transport},
 		ErrorHandler: p.errorHandler,
 		ErrorLog:     slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
@@ -160,12 +173,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // orderByEjection moves endpoints ejected by passive detection to the end,
 // keeping them as a last resort.
 func (p *Proxy) orderByEjection(service string, eps []traffic.Endpoint) []traffic.Endpoint {
+	if p.nEjected.Load() == 0 {
+		return eps
+	}
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.ejected) == 0 {
-		return eps
+	for k, until := range p.ejected {
+		if now.After(until) {
+			delete(p.ejected, k)
+		}
 	}
+	p.nEjected.Store(int32(len(p.ejected)))
 	var ok, out []traffic.Endpoint
 	for _, e := range eps {
 		if until, bad := p.ejected[health.Key{Service: service, Region: e.Region}]; bad && now.Before(until) {
@@ -180,17 +199,33 @@ func (p *Proxy) orderByEjection(service string, eps []traffic.Endpoint) []traffi
 func (p *Proxy) eject(service, region string, why string) {
 	p.mu.Lock()
 	p.ejected[health.Key{Service: service, Region: region}] = time.Now().Add(p.opts.EjectFor)
+	p.nEjected.Store(int32(len(p.ejected)))
 	p.mu.Unlock()
 	p.logger.Info("endpoint ejected", "service", service, "region", region, "for", p.opts.EjectFor, "reason", why)
 }
+
+// target is an endpoint's parsed URL.
+func (p *Proxy) target(addr string) *url.URL {
+	if u, ok := p.targets[addr]; ok {
+		return u
+	}
+	u, _ := url.Parse(addr)
+	return u
+}
+
+// bufferPool recycles the buffers ReverseProxy copies bodies with (32 KiB
+// each; without a pool every request allocates one).
+type bufferPool struct{ pool sync.Pool }
+
+func (bp *bufferPool) Get() []byte  { return *bp.pool.Get().(*[]byte) }
+func (bp *bufferPool) Put(b []byte) { bp.pool.Put(&b) }
 
 // rewrite points the outbound request at the plan's first endpoint, keeps
 // the client's Host and sets fresh X-Forwarded-* headers (incoming ones are
 // dropped, so a client cannot forge them).
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pl := pr.In.Context().Value(ctxKey{}).(*plan)
-	target, _ := url.Parse(pl.endpoints[0].Addr)
-	pr.SetURL(target)
+	pr.SetURL(p.target(pl.endpoints[0].Addr))
 	pr.Out.Host = pr.In.Host
 	pr.SetXForwarded()
 }
@@ -238,7 +273,7 @@ func (t *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out := req
 		if i > 0 {
-			target, _ := url.Parse(ep.Addr)
+			target := t.p.target(ep.Addr)
 			out = req.Clone(req.Context())
 			out.URL.Scheme, out.URL.Host = target.Scheme, target.Host
 		}

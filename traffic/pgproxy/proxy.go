@@ -202,7 +202,9 @@ func (p *Proxy) enforce() {
 	for s := range p.conns {
 		stale := s.region == st.Active // a reader on what is now the primary
 		if p.role == config.PGWriter {
-			stale = s.epoch < st.Epoch // made under an older epoch
+			// Made under an older epoch, or the node lost the quorum and
+			// cannot know whether a newer epoch exists.
+			stale = s.epoch < st.Epoch || st.NoQuorum
 		}
 		if stale {
 			p.logger.Info("closing connection after a change of primary", "service", p.service, "region", s.region, "epoch", s.epoch, "current_epoch", st.Epoch)
@@ -268,6 +270,10 @@ func (p *Proxy) serve(ctx context.Context, client net.Conn) {
 		return
 	} else if timedOut {
 		p.logger.Warn("connection held past the hold bound; connecting", "service", p.service)
+	}
+	if p.role == config.PGWriter && p.router.Source().Current().NoQuorum {
+		sendError(client, "08006", "lifeboat: this node cannot reach a quorum of the control plane, so it cannot know the current primary; writes are refused to avoid a split brain (connect through another region's endpoint)")
+		return
 	}
 	region, epoch := p.target()
 	addr, ok := p.targets[region]

@@ -1,0 +1,187 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Elector campaigns for leadership of the cluster and says, at any moment,
+// whether this node may act as leader.
+//
+// A leader stops acting the moment its lease may have expired: leadership
+// is valid only until the time of the last keep-alive it sent plus the
+// lease's remaining TTL at that answer, minus a margin. A leader frozen
+// (SIGSTOP, a long GC pause, a partition) wakes up past that deadline and
+// does not act, before its lease could be given to another node.
+type Elector struct {
+	store  *Store
+	node   string
+	ttl    int
+	logger *slog.Logger
+
+	mu         sync.Mutex
+	fence      Fence
+	validUntil time.Time
+	leading    bool
+	onChange   func(leading bool)
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	lastLeader string
+}
+
+// NewElector makes an elector for node with a lease of ttl seconds
+// (minimum 2). onChange, if set, is called when this node gains or loses
+// leadership.
+func NewElector(store *Store, node string, ttl int, logger *slog.Logger, onChange func(bool)) *Elector {
+	if ttl < 2 {
+		ttl = 2
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Elector{store: store, node: node, ttl: ttl, logger: logger, onChange: onChange}
+}
+
+// Open starts campaigning.
+func (e *Elector) Open() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		for ctx.Err() == nil {
+			if err := e.campaign(ctx); err != nil && ctx.Err() == nil {
+				e.logger.Warn("election round ended", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Close resigns (if leading) and stops.
+func (e *Elector) Close(ctx context.Context) error {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// campaign runs one session: campaign, lead until the session ends.
+func (e *Elector) campaign(ctx context.Context) error {
+	cli := e.store.Client()
+	lease, err := cli.Grant(ctx, int64(e.ttl))
+	if err != nil {
+		return err
+	}
+	// Keep-alive answers tell how long the lease is sure to live.
+	kctx, kcancel := context.WithCancel(ctx)
+	defer kcancel()
+	sent := time.Now()
+	ka, err := cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		return err
+	}
+	e.extend(sent, lease.TTL)
+	session, err := concurrency.NewSession(cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		session.Close() // revokes the lease: a clean handover
+		_ = rctx
+	}()
+	kaDone := make(chan struct{})
+	go func() {
+		defer close(kaDone)
+		for resp := range ka {
+			// The keep-alive was sent at most ~ttl/3 before this answer.
+			e.extend(time.Now().Add(-time.Duration(e.ttl)*time.Second/3), resp.TTL)
+		}
+	}()
+	election := concurrency.NewElection(session, e.store.key("leader"))
+	if err := election.Campaign(ctx, e.node); err != nil {
+		return err
+	}
+	e.setLeading(true, Fence{Key: election.Key(), Rev: election.Rev()})
+	e.store.Append(ctx, Event{Type: EventElection, Node: e.node, Message: e.node + " became leader"})
+	select {
+	case <-ctx.Done():
+		e.setLeading(false, Fence{})
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		election.Resign(rctx)
+		return nil
+	case <-session.Done():
+	case <-kaDone:
+	}
+	e.setLeading(false, Fence{})
+	e.logger.Warn("lost leadership: lease ended")
+	return errors.New("lease ended")
+}
+
+// extend records that the lease lives at least ttl seconds after since.
+func (e *Elector) extend(since time.Time, ttl int64) {
+	// A margin of a fifth of the TTL covers clock rate differences and the
+	// time for a new leader's campaign to be seen.
+	until := since.Add(time.Duration(ttl)*time.Second - time.Duration(e.ttl)*time.Second/5)
+	e.mu.Lock()
+	if until.After(e.validUntil) {
+		e.validUntil = until
+	}
+	e.mu.Unlock()
+}
+
+func (e *Elector) setLeading(leading bool, f Fence) {
+	e.mu.Lock()
+	changed := e.leading != leading
+	e.leading, e.fence = leading, f
+	e.mu.Unlock()
+	if changed {
+		e.logger.Info("leadership changed", "node", e.node, "leading", leading)
+		if e.onChange != nil {
+			e.onChange(leading)
+		}
+	}
+}
+
+// Leading reports whether this node may act as leader now, and the fence
+// to make changes with.
+func (e *Elector) Leading() (Fence, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.leading || time.Now().After(e.validUntil) {
+		return Fence{}, false
+	}
+	return e.fence, true
+}
+
+// Leader returns the current leader's name, as the store says.
+func (e *Elector) Leader(ctx context.Context) (string, error) {
+	resp, err := e.store.Client().Get(ctx, e.store.key("leader"), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}

@@ -1,0 +1,148 @@
+// Package control is Lifeboat's control plane on etcd: the state store
+// (active region, epoch, hold, events), leader election, and the epochs
+// that fence the data plane. Consensus is etcd's; nothing here replaces it.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Peer is one member of an embedded etcd cluster.
+type Peer struct {
+	Name      string
+	PeerURL   string
+	ClientURL string
+}
+
+// EmbedConfig starts an embedded etcd member.
+type EmbedConfig struct {
+	// Name of this member; with Peers, one of theirs.
+	Name string
+	// Dir holds the member's data; a restart with the same Dir keeps the
+	// state.
+	Dir string
+	// ClientURL and PeerURL are where this member listens; with Peers they
+	// come from this member's entry. Default for a single node: loopback
+	// on free ports.
+	ClientURL, PeerURL string
+	// Peers, when set, form a multi-member cluster (one per region).
+	Peers []Peer
+	// Token names the cluster, so that members of two clusters never join.
+	Token string
+	// LogLevel of etcd's own log (to stderr). Default "error".
+	LogLevel string
+	// StartTimeout bounds the wait for the member to be ready (for a
+	// cluster: for a quorum to form). Default 60s.
+	StartTimeout time.Duration
+}
+
+// Embedded is a running etcd member inside this process.
+type Embedded struct {
+	etcd      *embed.Etcd
+	endpoints []string
+}
+
+// StartEmbedded starts the member and waits until it serves.
+func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("control: a data directory is required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "lifeboat"
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "error"
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = filepath.Join(cfg.Dir, "etcd")
+	ec.LogLevel = cfg.LogLevel
+	ec.Logger = "zap"
+	ec.InitialClusterToken = cfg.Token
+	// Heartbeat 100ms and election 1s are etcd's defaults; they fit
+	// loopback and regional links alike.
+	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
+	var initial []string
+	for _, p := range cfg.Peers {
+		initial = append(initial, p.Name+"="+p.PeerURL)
+		if p.Name == cfg.Name {
+			clientURL, peerURL = p.ClientURL, p.PeerURL
+		}
+	}
+	if len(cfg.Peers) > 0 && peerURL == "" {
+		return nil, fmt.Errorf("control: node %q is not one of the cluster's peers", cfg.Name)
+	}
+	if clientURL == "" {
+		clientURL = "http://127.0.0.1:0"
+	}
+	if peerURL == "" {
+		peerURL = "http://127.0.0.1:0"
+	}
+	cu, err := url.Parse(clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("control: client URL %q: %w", clientURL, err)
+	}
+	pu, err := url.Parse(peerURL)
+	if err != nil {
+		return nil, fmt.Errorf("control: peer URL %q: %w", peerURL, err)
+	}
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	if len(initial) > 0 {
+		ec.InitialCluster = strings.Join(initial, ",")
+	} else {
+		ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	}
+	ec.ClusterState = embed.ClusterStateFlagNew
+	if entries, err := os.ReadDir(ec.Dir); err == nil && len(entries) > 0 {
+		ec.ClusterState = embed.ClusterStateFlagExisting
+	}
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("control: start etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("control: etcd: %w", err)
+	case <-time.After(cfg.StartTimeout):
+		e.Close()
+		return nil, fmt.Errorf("control: etcd not ready after %s (are the other peers up?)", cfg.StartTimeout)
+	}
+	em := &Embedded{etcd: e}
+	for _, l := range e.Clients {
+		em.endpoints = append(em.endpoints, "http://"+l.Addr().String())
+	}
+	return em, nil
+}
+
+// Endpoints are the client URLs the member serves.
+func (e *Embedded) Endpoints() []string { return e.endpoints }
+
+// Err reports a fatal error of the member.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops the member.
+func (e *Embedded) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { e.etcd.Close(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,145 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lifeboat-dr/lifeboat/traffic"
+)
+
+// StateCache is the data plane's view of the routing state: a local copy
+// of the store's state, updated by a watch, that keeps serving the last
+// known state when the store is unreachable (static stability) and marks
+// it NoQuorum when it cannot confirm it for longer than staleAfter.
+type StateCache struct {
+	*traffic.MemState
+	store      *Store
+	staleAfter time.Duration
+	logger     *slog.Logger
+
+	mu        sync.Mutex
+	confirmed time.Time
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+var _ traffic.StateSource = (*StateCache)(nil)
+
+// NewStateCache starts from initial (the state read at start);
+// staleAfter is normally the election lease TTL.
+func NewStateCache(store *Store, initial traffic.State, staleAfter time.Duration, logger *slog.Logger) *StateCache {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &StateCache{
+		MemState: traffic.NewMemState(initial.Active, initial.Epoch),
+		store:    store, staleAfter: staleAfter, logger: logger, confirmed: time.Now(),
+	}
+}
+
+// Open starts the watch and the quorum check.
+func (c *StateCache) Open() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); c.watch(ctx) }()
+	go func() { defer c.wg.Done(); c.confirm(ctx) }()
+	return nil
+}
+
+// Close stops both.
+func (c *StateCache) Close(ctx context.Context) error {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// apply takes a state read from the store (which never carries NoQuorum).
+func (c *StateCache) apply(st traffic.State) {
+	if err := c.Set(st); err != nil {
+		c.logger.Error("store state older than the cached one: ignored", "err", err)
+	}
+}
+
+// watch follows the state key; a broken watch is restarted.
+func (c *StateCache) watch(ctx context.Context) {
+	k := c.store.key("state")
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		for resp := range c.store.cli.Watch(wctx, k) {
+			if resp.Err() != nil {
+				break
+			}
+			for _, ev := range resp.Events {
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				var st traffic.State
+				if json.Unmarshal(ev.Kv.Value, &st) == nil {
+					c.markConfirmed()
+					c.apply(st)
+				}
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *StateCache) markConfirmed() {
+	c.mu.Lock()
+	c.confirmed = time.Now()
+	c.mu.Unlock()
+}
+
+// confirm reads the state with a linearizable read several times per
+// staleAfter; a node that cannot for staleAfter marks its state NoQuorum.
+func (c *StateCache) confirm(ctx context.Context) {
+	every := c.staleAfter / 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, every)
+		st, _, err := c.store.LoadState(rctx)
+		cancel()
+		cur := c.Current()
+		if err == nil {
+			c.markConfirmed()
+			if cur.NoQuorum {
+				c.logger.Info("quorum reached again: routing writes")
+			}
+			st.NoQuorum = false
+			c.apply(st)
+			continue
+		}
+		c.mu.Lock()
+		lost := time.Since(c.confirmed) > c.staleAfter
+		c.mu.Unlock()
+		if lost && !cur.NoQuorum {
+			c.logger.Warn("no quorum: serving reads from the last known state, refusing writes", "err", err)
+			cur.NoQuorum = true
+			c.apply(cur)
+		}
+	}
+}

@@ -1,0 +1,215 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lifeboat-dr/lifeboat/traffic"
+)
+
+// Errors of state changes.
+var (
+	// ErrNotLeader: only the elected leader changes the routing state.
+	ErrNotLeader = errors.New("control: this node is not the leader")
+	// ErrConflict: the state changed since it was read.
+	ErrConflict = errors.New("control: the state changed concurrently")
+)
+
+// Store is the cluster's state in etcd. Keys, under /lifeboat/<cluster>/:
+//
+//	state            the routing state (JSON traffic.State: active, epoch, held)
+//	leader/          the election
+//	events/<seq>     the append-only event stream (seq: 20 digits)
+//	events-seq       the last event sequence number
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+// NewStore uses cli for the cluster's keys.
+func NewStore(cli *clientv3.Client, cluster string) *Store {
+	return &Store{cli: cli, prefix: "/lifeboat/" + cluster + "/"}
+}
+
+func (s *Store) key(k string) string { return s.prefix + k }
+
+// Client is the etcd client.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// LoadState reads the routing state and the revision it was written at
+// (0 and the zero state when none was ever written).
+func (s *Store) LoadState(ctx context.Context) (traffic.State, int64, error) {
+	resp, err := s.cli.Get(ctx, s.key("state"))
+	if err != nil {
+		return traffic.State{}, 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return traffic.State{}, 0, nil
+	}
+	var st traffic.State
+	if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
+		return traffic.State{}, 0, fmt.Errorf("control: state in the store is corrupt: %w", err)
+	}
+	return st, resp.Kvs[0].ModRevision, nil
+}
+
+// InitState writes the initial state (the configured active region, epoch
+// 1) unless a state exists. It returns the state in force.
+func (s *Store) InitState(ctx context.Context, active string) (traffic.State, error) {
+	st := traffic.State{Active: active, Epoch: 1}
+	b, _ := json.Marshal(st)
+	k := s.key("state")
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(b))).
+		Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return traffic.State{}, err
+	}
+	if resp.Succeeded {
+		s.Append(ctx, Event{Type: EventEpoch, Node: "", Message: fmt.Sprintf("initial state: active %s, epoch 1", active), Epoch: 1, Region: active})
+		return st, nil
+	}
+	kv := resp.Responses[0].GetResponseRange().Kvs[0]
+	if err := json.Unmarshal(kv.Value, &st); err != nil {
+		return traffic.State{}, fmt.Errorf("control: state in the store is corrupt: %w", err)
+	}
+	return st, nil
+}
+
+// Fence is the proof a change is made by the current leader: its election
+// key and the revision it was created at.
+type Fence struct {
+	Key string
+	Rev int64
+}
+
+// update changes the state in one transaction that succeeds only if the
+// state is still at rev and the fence's leader key still exists as created
+// (the leader has not lost its lease). mutate gets the current state.
+func (s *Store) update(ctx context.Context, f Fence, mutate func(*traffic.State) error) (traffic.State, error) {
+	st, rev, err := s.LoadState(ctx)
+	if err != nil {
+		return st, err
+	}
+	if err := mutate(&st); err != nil {
+		return st, err
+	}
+	b, _ := json.Marshal(st)
+	k := s.key("state")
+	resp, err := s.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.ModRevision(k), "=", rev),
+		clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.Rev),
+	).Then(clientv3.OpPut(k, string(b))).Else(
+		clientv3.OpGet(f.Key),
+	).Commit()
+	if err != nil {
+		return st, err
+	}
+	if !resp.Succeeded {
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 0 || kvs[0].CreateRevision != f.Rev {
+			return st, ErrNotLeader
+		}
+		return st, ErrConflict
+	}
+	return st, nil
+}
+
+// SwitchActive commits a new active region with a strictly larger epoch.
+// It must succeed before anything is promoted: the epoch is the fence.
+func (s *Store) SwitchActive(ctx context.Context, f Fence, region string) (traffic.State, error) {
+	return s.update(ctx, f, func(st *traffic.State) error {
+		st.Active = region
+		st.Epoch++
+		return nil
+	})
+}
+
+// SetHold holds (or releases) new requests in the data plane.
+func (s *Store) SetHold(ctx context.Context, f Fence, held bool) (traffic.State, error) {
+	return s.update(ctx, f, func(st *traffic.State) error {
+		st.Held = held
+		return nil
+	})
+}
+
+// Event types.
+const (
+	EventVerdict  = "verdict"  // an endpoint's health verdict changed
+	EventElection = "election" // a node became leader or lost leadership
+	EventEpoch    = "epoch"    // the active region or epoch changed
+	EventHold     = "hold"     // the data plane was held or released
+)
+
+// Event is one entry of the append-only stream.
+type Event struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Node    string    `json:"node,omitempty"`
+	Service string    `json:"service,omitempty"`
+	Region  string    `json:"region,omitempty"`
+	Epoch   uint64    `json:"epoch,omitempty"`
+	Message string    `json:"message"`
+}
+
+// Append adds an event with the next sequence number (a transaction on
+// the counter, retried on conflict).
+func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	seqKey := s.key("events-seq")
+	for attempt := 0; attempt < 20; attempt++ {
+		resp, err := s.cli.Get(ctx, seqKey)
+		if err != nil {
+			return e, err
+		}
+		var cur uint64
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			cur, _ = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+			rev = resp.Kvs[0].ModRevision
+		}
+		e.Seq = cur + 1
+		b, _ := json.Marshal(e)
+		txn, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(seqKey), "=", rev)).
+			Then(
+				clientv3.OpPut(seqKey, strconv.FormatUint(e.Seq, 10)),
+				clientv3.OpPut(s.key(fmt.Sprintf("events/%020d", e.Seq)), string(b)),
+			).Commit()
+		if err != nil {
+			return e, err
+		}
+		if txn.Succeeded {
+			return e, nil
+		}
+	}
+	return e, fmt.Errorf("control: append event: %w", ErrConflict)
+}
+
+// Events returns up to limit events with a sequence number above after.
+func (s *Store) Events(ctx context.Context, after uint64, limit int64) ([]Event, error) {
+	start := s.key(fmt.Sprintf("events/%020d", after+1))
+	end := clientv3.GetPrefixRangeEnd(s.key("events/"))
+	resp, err := s.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(limit))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Event, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var e Event
+		if err := json.Unmarshal(kv.Value, &e); err != nil {
+			return nil, fmt.Errorf("control: event %s is corrupt: %w", kv.Key, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
