@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/observe"
 )
@@ -31,11 +33,19 @@ type TrafficSource interface {
 	Status() dataplane.Status
 }
 
-// StatusResponse is the body of GET /api/v1/status: the observation, and
-// where traffic goes when the node runs a data plane.
+// ControlSource is the control plane: its members and leader, and the
+// event stream.
+type ControlSource interface {
+	Status(ctx context.Context) control.Status
+	Store() *control.Store
+}
+
+// StatusResponse is the body of GET /api/v1/status: the observation, where
+// traffic goes when the node runs a data plane, and the control plane.
 type StatusResponse struct {
 	observe.Status
 	Traffic *dataplane.Status `json:"traffic,omitempty"`
+	Control *control.Status   `json:"control,omitempty"`
 }
 
 // Config configures a Server.
@@ -45,6 +55,9 @@ type Config struct {
 	Status StatusSource
 	// Traffic, when set, adds the data plane's routing to the status.
 	Traffic TrafficSource
+	// Control, when set, adds the control plane to the status and serves
+	// the events.
+	Control ControlSource
 	// Gatherer serves /metrics; nil serves none.
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -81,6 +94,7 @@ func New(cfg Config) *Server {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/status", s.status)
+	mux.HandleFunc("GET /api/v1/events", s.events)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -121,7 +135,44 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		t := s.cfg.Traffic.Status()
 		resp.Traffic = &t
 	}
+	if s.cfg.Control != nil {
+		c := s.cfg.Control.Status(r.Context())
+		resp.Control = &c
+	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// events serves GET /api/v1/events?after=N&limit=M: the events with a
+// sequence number above after, oldest first.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Control == nil {
+		writeError(w, http.StatusNotFound, "this node runs no control plane")
+		return
+	}
+	q := r.URL.Query()
+	after, limit := uint64(0), int64(100)
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("after=%q: not a sequence number", v))
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: a number from 1 to 1000", v))
+			return
+		}
+		limit = n
+	}
+	evs, err := s.cfg.Control.Store().Events(r.Context(), after, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "events: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, evs)
 }
 
 // Error is the body of every error response.

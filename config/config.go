@@ -72,9 +72,10 @@ const DefaultAPIListen = "127.0.0.1:7480"
 // Config is the whole topology. Field comments give the defaults that
 // DefaultConfig and Parse fill in.
 type Config struct {
-	// Cluster names this deployment; it prefixes state-store keys and metrics
-	// labels. Required.
-	Cluster  string    `yaml:"cluster"`
+	// Cluster names this deployment (its state-store keys live under it)
+	// and, optionally, the control plane's members. Required. Written as a
+	// name ("cluster: shop") or as a mapping with peers.
+	Cluster  Cluster   `yaml:"cluster"`
 	API      API       `yaml:"api"`
 	Regions  []Region  `yaml:"regions"`
 	Services []Service `yaml:"services"`
@@ -93,6 +94,43 @@ type Config struct {
 	// secrets holds values that came from secret-looking environment
 	// variables; Redact scrubs them from any text.
 	secrets []string
+}
+
+// Cluster is the control plane: its name and, for a cluster of embedded
+// etcd members (one per region, the witness included), its peers.
+type Cluster struct {
+	Name string `yaml:"name"`
+	// Peers are the Lifeboat nodes that form the embedded etcd cluster;
+	// each node's --node names its entry. Empty: a single node.
+	Peers []Peer `yaml:"peers,omitempty"`
+	// LeaseTTL is the leader's lease: a leader that cannot renew it for
+	// this long stops acting, and a node that cannot reach a quorum for
+	// this long stops routing writes. Default 3s.
+	LeaseTTL Duration `yaml:"lease_ttl"`
+}
+
+// Peer is one control-plane member.
+type Peer struct {
+	Name   string `yaml:"name"`
+	Region string `yaml:"region"`
+	// PeerURL is where etcd members talk to each other; ClientURL where
+	// this node's etcd serves clients.
+	PeerURL   string `yaml:"peer_url"`
+	ClientURL string `yaml:"client_url"`
+}
+
+func (c *Cluster) parseScalar(s string) error {
+	c.Name = s
+	return nil
+}
+
+// MarshalYAML writes a cluster without peers as its name alone.
+func (c Cluster) MarshalYAML() (any, error) {
+	if len(c.Peers) == 0 && c.LeaseTTL.D() == 3*time.Second {
+		return c.Name, nil
+	}
+	type plain Cluster
+	return plain(c), nil
 }
 
 // API is the control plane's HTTP API and dashboard.
@@ -312,7 +350,8 @@ type LLM struct {
 // per-record defaults are applied by Parse, once the lists are known.
 func DefaultConfig() *Config {
 	return &Config{
-		API: API{Listen: DefaultAPIListen},
+		Cluster: Cluster{LeaseTTL: Duration(3 * time.Second)},
+		API:     API{Listen: DefaultAPIListen},
 		Traffic: Traffic{
 			WhenAllDown: FailStatic,
 		},

@@ -77,8 +77,8 @@ func TestMinimalExampleShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Cluster != "shop" || cfg.ActiveRegion() != "east" {
-		t.Errorf("cluster %q active %q", cfg.Cluster, cfg.ActiveRegion())
+	if cfg.Cluster.Name != "shop" || cfg.ActiveRegion() != "east" {
+		t.Errorf("cluster %q active %q", cfg.Cluster.Name, cfg.ActiveRegion())
 	}
 	west, _ := cfg.Region("west")
 	if west.Role != RoleStandby || west.Priority != 2 {
@@ -468,5 +468,45 @@ func TestAliases(t *testing.T) {
 	_, err = load(t, wide)
 	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
 		t.Errorf("wide document: %.300v", err)
+	}
+}
+
+func TestClusterForms(t *testing.T) {
+	peers := `cluster:
+  name: shop
+  lease_ttl: 4s
+  peers:
+    - {name: east-1, region: east, peer_url: "http://127.0.0.1:2380", client_url: "http://127.0.0.1:2379"}
+    - {name: west-1, region: west, peer_url: "http://127.0.0.2:2380", client_url: "http://127.0.0.2:2379"}
+    - {name: tie-1, region: tie, peer_url: "http://127.0.0.3:2380", client_url: "http://127.0.0.3:2379"}
+`
+	doc := strings.Replace(base, "cluster: shop\n", peers, 1)
+	doc = strings.Replace(doc, "services:", "  - {name: tie, priority: 3, role: witness}\nservices:", 1)
+	cfg, err := load(t, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Name != "shop" || len(cfg.Cluster.Peers) != 3 || cfg.Cluster.LeaseTTL.D() != 4*time.Second || cfg.Cluster.Peers[2].Region != "tie" {
+		t.Errorf("cluster = %+v", cfg.Cluster)
+	}
+	var b strings.Builder
+	cfg.Print(&b)
+	if !strings.Contains(b.String(), "peers:") {
+		t.Errorf("print lost the peers:\n%s", b.String())
+	}
+	// The name alone prints as the name alone.
+	cfg2, _ := load(t, base)
+	b.Reset()
+	cfg2.Print(&b)
+	if !strings.HasPrefix(b.String(), "cluster: shop\n") {
+		t.Errorf("print of a named cluster:\n%s", b.String())
+	}
+	two := strings.Replace(doc, "    - {name: tie-1, region: tie, peer_url: \"http://127.0.0.3:2380\", client_url: \"http://127.0.0.3:2379\"}\n", "", 1)
+	if _, err := load(t, two); err == nil || !strings.Contains(err.Error(), "cluster.peers: 2 peers cannot outvote a partition") {
+		t.Errorf("two peers: %v", err)
+	}
+	bad := strings.Replace(doc, "region: tie,", "region: moon,", 1)
+	if _, err := load(t, bad); err == nil || !strings.Contains(err.Error(), `cluster.peers[2].region: region "moon" is not declared`) {
+		t.Errorf("undeclared peer region: %v", err)
 	}
 }

@@ -214,7 +214,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		d.decode(n, v.Elem(), path)
 		return
 	}
-	if v.CanAddr() && v.Addr().Type().Implements(scalarParserType) {
+	// A struct that also reads from one scalar (cluster: shop, or
+	// cluster: {name: shop, peers: [...]}) takes either form.
+	if v.CanAddr() && v.Addr().Type().Implements(scalarParserType) && !(v.Kind() == reflect.Struct && n.Kind == yaml.MappingNode) {
 		s, ok := d.scalar(n, path)
 		if !ok {
 			return

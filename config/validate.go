@@ -69,6 +69,15 @@ func parent(p string) string {
 	return p[:i]
 }
 
+// clusterKey is the key path of a cluster field: "cluster" when it was
+// written as a name alone.
+func (v *validator) clusterKey(field string) string {
+	if _, mapping := v.c.pos["cluster."+field]; mapping {
+		return "cluster." + field
+	}
+	return "cluster"
+}
+
 func (v *validator) required(path, value string) bool {
 	if value == "" {
 		v.errorf(path, ErrMissing, "is required")
@@ -115,7 +124,30 @@ func (v *validator) listen(path, addr string) {
 
 func (v *validator) top() {
 	c := v.c
-	v.name("cluster", c.Cluster)
+	v.name(v.clusterKey("name"), c.Cluster.Name)
+	if c.Cluster.LeaseTTL.D() < 2*time.Second || c.Cluster.LeaseTTL.D()%time.Second != 0 {
+		v.errorf("cluster.lease_ttl", ErrInvalid, "%s must be whole seconds, at least 2s", c.Cluster.LeaseTTL)
+	}
+	peers := map[string]bool{}
+	for i, p := range c.Cluster.Peers {
+		pp := fmt.Sprintf("cluster.peers[%d]", i)
+		v.name(pp+".name", p.Name)
+		if peers[p.Name] && p.Name != "" {
+			v.errorf(pp+".name", ErrInvalid, "peer %q is declared twice", p.Name)
+		}
+		peers[p.Name] = true
+		if _, ok := c.Region(p.Region); !ok {
+			v.errorf(pp+".region", ErrInvalid, "region %q is not declared", p.Region)
+		}
+		for key, u := range map[string]string{"peer_url": p.PeerURL, "client_url": p.ClientURL} {
+			if v.required(pp+"."+key, u) {
+				v.httpURL(pp+"."+key, u)
+			}
+		}
+	}
+	if n := len(c.Cluster.Peers); n == 2 || n%2 == 0 && n > 0 {
+		v.errorf("cluster.peers", ErrInvalid, "%d peers cannot outvote a partition: use an odd number (3: one per region with a witness)", n)
+	}
 	v.listen("api.listen", c.API.Listen)
 	v.tls("api.tls", c.API.TLS)
 	seen := map[string]bool{}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -74,6 +75,8 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	// Heartbeat 100ms and election 1s are etcd's defaults; they fit
 	// loopback and regional links alike.
 	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
+	var err error
+	var cu *url.URL
 	var initial []string
 	for _, p := range cfg.Peers {
 		initial = append(initial, p.Name+"="+p.PeerURL)
@@ -84,13 +87,19 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	if len(cfg.Peers) > 0 && peerURL == "" {
 		return nil, fmt.Errorf("control: node %q is not one of the cluster's peers", cfg.Name)
 	}
+	// A single node without URLs takes free loopback ports (not port 0:
+	// the member advertises its URLs, and ":0" is no address).
 	if clientURL == "" {
-		clientURL = "http://127.0.0.1:0"
+		if clientURL, err = freeLoopbackURL(); err != nil {
+			return nil, err
+		}
 	}
 	if peerURL == "" {
-		peerURL = "http://127.0.0.1:0"
+		if peerURL, err = freeLoopbackURL(); err != nil {
+			return nil, err
+		}
 	}
-	cu, err := url.Parse(clientURL)
+	cu, err = url.Parse(clientURL)
 	if err != nil {
 		return nil, fmt.Errorf("control: client URL %q: %w", clientURL, err)
 	}
@@ -127,6 +136,15 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 		em.endpoints = append(em.endpoints, "http://"+l.Addr().String())
 	}
 	return em, nil
+}
+
+func freeLoopbackURL() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("control: find a free port: %w", err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String(), nil
 }
 
 // Endpoints are the client URLs the member serves.

@@ -55,6 +55,37 @@ type Node struct {
 
 	mu     sync.Mutex
 	opened bool
+
+	vmu       sync.Mutex
+	onVerdict func(service, region string, from, to health.State, reason string)
+	lastState map[health.Key]health.State
+}
+
+// OnVerdict registers f to be called when an endpoint's verdict changes
+// (from a probing goroutine: f must not block).
+func (n *Node) OnVerdict(f func(service, region string, from, to health.State, reason string)) {
+	n.vmu.Lock()
+	n.onVerdict = f
+	n.vmu.Unlock()
+}
+
+// observed is the checker's callback: metrics, then verdict changes.
+func (n *Node) observed(o health.Observation, v health.Verdict) {
+	if n.metrics != nil {
+		n.metrics.observe(o, v)
+	}
+	k := health.Key{Service: o.Service, Region: o.Region}
+	n.vmu.Lock()
+	prev, seen := n.lastState[k]
+	if !seen {
+		prev = health.Unknown
+	}
+	n.lastState[k] = v.State
+	f := n.onVerdict
+	n.vmu.Unlock()
+	if f != nil && prev != v.State {
+		f(o.Service, o.Region, prev, v.State, o.Error)
+	}
 }
 
 // lifecycle is a long-lived component with its own goroutine.
@@ -122,15 +153,14 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	var observe func(health.Observation, health.Verdict)
 	if opts.Registry != nil {
 		n.metrics, err = newMetrics(opts.Registry, n)
 		if err != nil {
 			return nil, err
 		}
-		observe = n.metrics.observe
 	}
-	n.checker, err = health.NewChecker(n.observer, targets, health.WithLogger(logger), health.WithObserve(observe), health.WithRedact(cfg.Redact))
+	n.lastState = map[health.Key]health.State{}
+	n.checker, err = health.NewChecker(n.observer, targets, health.WithLogger(logger), health.WithObserve(n.observed), health.WithRedact(cfg.Redact))
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +343,7 @@ func (n *Node) Status() Status {
 		lags[name] = l
 	}
 	st := Status{
-		Cluster:      n.cfg.Cluster,
+		Cluster:      n.cfg.Cluster.Name,
 		Observer:     n.observer,
 		Time:         now,
 		ActiveRegion: active,

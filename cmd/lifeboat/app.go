@@ -55,6 +55,7 @@ Everything is described in one topology file, lifeboat.yaml.`,
 		a.versionCommand(),
 		a.serveCommand(),
 		a.statusCommand(),
+		a.eventsCommand(),
 	)
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,7 +22,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newApp(os.Stdout, os.Stderr).run(ctx, os.Args[1:])
 	stop()
-	os.Exit(exitCode(err))
+	os.Exit(exitCode(err, os.Stderr))
 }
 
 type quietLogger struct{}
@@ -47,7 +48,7 @@ type errReported struct{ code int }
 
 func (e errReported) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-func exitCode(err error) int {
+func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
@@ -55,7 +56,7 @@ func exitCode(err error) int {
 	if errors.As(err, &r) {
 		return r.code
 	}
-	fmt.Fprintln(os.Stderr, "lifeboat:", err)
+	fmt.Fprintln(stderr, "lifeboat:", err)
 	var u usageError
 	if errors.As(err, &u) {
 		return exitUsage

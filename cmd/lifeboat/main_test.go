@@ -16,22 +16,8 @@ func run(t *testing.T, env map[string]string, args ...string) (stdout, stderr st
 	a := newApp(&out, &errb)
 	a.lookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	err := a.run(context.Background(), args)
-	code = exitCodeQuiet(err, &errb)
+	code = exitCode(err, &errb)
 	return out.String(), errb.String(), code
-}
-
-// exitCodeQuiet is exitCode writing to a buffer instead of os.Stderr.
-func exitCodeQuiet(err error, stderr *bytes.Buffer) int {
-	saved := os.Stderr
-	r, w, _ := os.Pipe()
-	os.Stderr = w
-	code := exitCode(err)
-	w.Close()
-	os.Stderr = saved
-	var b bytes.Buffer
-	b.ReadFrom(r)
-	stderr.Write(b.Bytes())
-	return code
 }
 
 var exampleEnv = map[string]string{"DB_PASSWORD": "db-secret-pw", "OPENAI_API_KEY": "sk-secret-key"}

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,13 +17,21 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/api"
+	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/dataplane"
+	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/observe"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
 type serveFlags struct {
 	config    string
+	dataDir   string
+	etcd      []string
+	etcdCA    string
+	etcdCert  string
+	etcdKey   string
+	etcdLog   string
 	node      string
 	listen    string
 	logLevel  string
@@ -53,9 +66,48 @@ closes its connections.`,
 	host, _ := os.Hostname()
 	cmd.Flags().StringVar(&f.node, "node", host, "this node's name, carried by every observation")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "API listen address (default: api.listen from the config)")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "lifeboat-data", "where the embedded etcd member keeps the state")
+	cmd.Flags().StringSliceVar(&f.etcd, "etcd-endpoints", nil, "use this etcd cluster instead of an embedded member (comma-separated URLs)")
+	cmd.Flags().StringVar(&f.etcdCA, "etcd-cacert", "", "CA certificate to verify the etcd cluster's TLS")
+	cmd.Flags().StringVar(&f.etcdCert, "etcd-cert", "", "client certificate for the etcd cluster")
+	cmd.Flags().StringVar(&f.etcdKey, "etcd-key", "", "client key for the etcd cluster")
+	cmd.Flags().StringVar(&f.etcdLog, "etcd-log-level", "fatal", "log level of the embedded etcd member (debug, info, warn, error, fatal)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return cmd
+}
+
+// etcdTLS builds the TLS configuration for an external etcd cluster.
+func etcdTLS(f serveFlags) (*tls.Config, error) {
+	if f.etcdCA == "" && f.etcdCert == "" && f.etcdKey == "" {
+		return nil, nil
+	}
+	if len(f.etcd) == 0 {
+		return nil, usageError{errors.New("--etcd-cacert/--etcd-cert/--etcd-key go with --etcd-endpoints")}
+	}
+	if (f.etcdCert == "") != (f.etcdKey == "") {
+		return nil, usageError{errors.New("--etcd-cert and --etcd-key go together")}
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.etcdCA != "" {
+		pem, err := os.ReadFile(f.etcdCA)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--etcd-cacert: %w", err)}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageError{fmt.Errorf("--etcd-cacert %s: no PEM certificate in it", f.etcdCA)}
+		}
+		conf.RootCAs = pool
+	}
+	if f.etcdCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.etcdCert, f.etcdKey)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--etcd-cert/--etcd-key: %w", err)}
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 func (a *app) logger(level, format string) (*slog.Logger, error) {
@@ -85,26 +137,48 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
+	// The data plane allocates per request and its heap is small: collect
+	// garbage less often than Go's default (GOGC=100) unless told
+	// otherwise. Measured in BENCHMARKS.md.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	listen := cfg.API.Listen
 	if f.listen != "" {
 		listen = f.listen
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tlsConf, err := etcdTLS(f)
+	if err != nil {
+		return err
+	}
 	node, err := observe.New(cfg, observe.Options{Observer: f.node, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
-	if err := node.Open(); err != nil {
+	cp, err := control.Open(ctx, cfg, control.Options{Node: f.node, DataDir: f.dataDir, Endpoints: f.etcd, TLS: tlsConf, Logger: logger, EtcdLogLevel: f.etcdLog})
+	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		node.Close(closeCtx)
 		return err
 	}
-	// The routing state lives in memory until the control plane's store
-	// holds it: the configured active region at epoch 1.
-	state := traffic.NewMemState(cfg.ActiveRegion(), 1)
-	router := traffic.NewRouter(cfg, state, node, 0)
+	// Every verdict change goes to the event stream, from the first probe.
+	node.OnVerdict(func(service, region string, from, to health.State, reason string) {
+		cp.Record(control.Event{Type: control.EventVerdict, Service: service, Region: region,
+			Message: strings.TrimSpace(fmt.Sprintf("%s in %s: %s → %s %s", service, region, from, to, reason))})
+	})
+	if err := node.Open(); err != nil {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cp.Close(closeCtx)
+		node.Close(closeCtx)
+		return err
+	}
+	// The data plane routes from the control plane's state (static
+	// stability: the last known state when the store is unreachable).
+	router := traffic.NewRouter(cfg, cp.State(), node, 0)
 	router.Open()
 	plane, err := dataplane.New(cfg, router, logger)
 	if err == nil {
@@ -112,7 +186,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	}
 	var srv *api.Server
 	if err == nil {
-		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Gatherer: reg, Logger: logger})
+		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger})
 		err = srv.Open()
 	}
 	if err != nil {
@@ -122,13 +196,14 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 			plane.Close(closeCtx)
 		}
 		router.Close(closeCtx)
+		cp.Close(closeCtx)
 		node.Close(closeCtx)
 		return err
 	}
 	if len(cfg.API.Tokens) == 0 {
 		logger.Warn("no API tokens configured: the API is read-only status and should listen on loopback only", "addr", srv.Addr())
 	}
-	fmt.Fprintf(a.stdout, "lifeboat %s serving cluster %q as node %q: api http://%s\n", buildVersion(), cfg.Cluster, f.node, srv.Addr())
+	fmt.Fprintf(a.stdout, "lifeboat %s serving cluster %q as node %q: api http://%s\n", buildVersion(), cfg.Cluster.Name, f.node, srv.Addr())
 
 	var serveErr error
 	select {
@@ -146,6 +221,9 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		logger.Warn("data plane close", "err", err)
 	}
 	router.Close(closeCtx)
+	if err := cp.Close(closeCtx); err != nil {
+		logger.Warn("control plane close", "err", err)
+	}
 	if err := node.Close(closeCtx); err != nil {
 		logger.Warn("observe close", "err", err)
 	}

@@ -82,7 +82,8 @@ traffic:
 	a.lookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.run(ctx, []string{"serve", "-c", path, "--node", "east-1"}) }()
+	dataDir := t.TempDir()
+	go func() { done <- a.run(ctx, []string{"serve", "-c", path, "--node", "east-1", "--data-dir", dataDir}) }()
 	defer func() {
 		cancel()
 		select {
@@ -113,7 +114,10 @@ traffic:
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("status:\n%s", table)
-	for _, want := range []string{"cluster shop, active region east, seen by east-1", "REGION", "east    active   up", "db*", "primary", "standby", "EXPOSURE",
+	if strings.Contains(table, "UNHEALTHY") {
+		t.Error("the single etcd member is reported unhealthy")
+	}
+	for _, want := range []string{"cluster shop, active region east, seen by east-1", "REGION", "control plane: leader east-1, quorum (this node: east-1)", "  member east-1 http://127.0.0.1:", "east    active   up", "db*", "primary", "standby", "EXPOSURE",
 		"traffic: active east, epoch 1", "dns www.shop.example. (failover, ttl 30s)", "http www.shop.example/", fmt.Sprintf("postgres writer 127.0.0.1:%d", pgPort)} {
 		if !strings.Contains(table, want) {
 			t.Errorf("status table lacks %q:\n%s", want, table)
@@ -160,6 +164,12 @@ traffic:
 	c.Close(context.Background())
 	if inRecovery {
 		t.Error("the writer endpoint reached a standby")
+	}
+
+	// The event stream has the initial epoch and the verdicts.
+	out, errs, code := run(t, nil, "events", "--server", server)
+	if code != 0 || !strings.Contains(out, "initial state: active east, epoch 1") || !strings.Contains(out, "web in east: unknown → up") {
+		t.Errorf("events: exit %d %s\n%s", code, errs, out)
 	}
 
 	// The same node through -c.

@@ -170,6 +170,28 @@ func printStatus(w io.Writer, resp api.StatusResponse, now time.Time) {
 		}
 		tw.Flush()
 	}
+	if c := resp.Control; c != nil {
+		fmt.Fprintln(w)
+		leader := c.Leader
+		if leader == "" {
+			leader = "none"
+		}
+		quorum := "quorum"
+		if !c.Quorum {
+			quorum = "NO QUORUM: writes refused"
+		}
+		fmt.Fprintf(w, "control plane: leader %s, %s (this node: %s)\n", leader, quorum, c.Node)
+		for _, m := range c.Members {
+			health := "healthy"
+			if !m.Healthy {
+				health = "UNHEALTHY " + m.Error
+			}
+			fmt.Fprintf(w, "  member %s %s %s\n", m.Name, strings.Join(m.ClientURLs, ","), health)
+		}
+		if c.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", c.Error)
+		}
+	}
 	if len(st.Readiness) > 0 {
 		fmt.Fprintln(w)
 		for _, r := range st.Readiness {

@@ -76,6 +76,6 @@ func summary(cfg *config.Config) string {
 		}
 	}
 	return fmt.Sprintf("%s: ok: cluster %q, %d regions (active %s), %d services (%d data), rpo %s, rto %s, failover %s",
-		cfg.File(), cfg.Cluster, len(cfg.Regions), cfg.ActiveRegion(), len(cfg.Services), data,
+		cfg.File(), cfg.Cluster.Name, len(cfg.Regions), cfg.ActiveRegion(), len(cfg.Services), data,
 		cfg.Policy.RPO, cfg.Policy.RTO, cfg.Policy.Failover)
 }

@@ -1,0 +1,224 @@
+package control
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/traffic"
+)
+
+// Options opens a node's control plane.
+type Options struct {
+	// Node is this node's name: its etcd member name (with peers) and its
+	// name in the election.
+	Node string
+	// DataDir holds the embedded etcd member's data.
+	DataDir string
+	// Endpoints, when set, use an existing etcd cluster instead of an
+	// embedded member; TLS secures the connection to it.
+	Endpoints []string
+	TLS       *tls.Config
+	Logger    *slog.Logger
+	// EtcdLogLevel is the embedded member's own log level (to stderr).
+	EtcdLogLevel string
+}
+
+// Plane is one node's part of the control plane: its etcd member (or
+// client), the store, the election and the state cache the data plane
+// routes from.
+type Plane struct {
+	node     string
+	embedded *Embedded
+	cli      *clientv3.Client
+	store    *Store
+	elector  *Elector
+	cache    *StateCache
+	logger   *slog.Logger
+
+	mu     sync.Mutex // guards events against Record after Close
+	events chan Event
+	wg     sync.WaitGroup
+}
+
+// Open starts (or connects to) etcd, writes the initial state if there is
+// none, and starts the election and the state cache.
+func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Plane{node: opts.Node, logger: logger, events: make(chan Event, 256)}
+	endpoints := opts.Endpoints
+	if len(endpoints) == 0 {
+		ec := EmbedConfig{Name: opts.Node, Dir: filepath.Join(opts.DataDir, opts.Node), Token: "lifeboat-" + cfg.Cluster.Name, LogLevel: opts.EtcdLogLevel}
+		for _, peer := range cfg.Cluster.Peers {
+			ec.Peers = append(ec.Peers, Peer{Name: peer.Name, PeerURL: peer.PeerURL, ClientURL: peer.ClientURL})
+		}
+		e, err := StartEmbedded(ec)
+		if err != nil {
+			return nil, err
+		}
+		p.embedded = e
+		endpoints = e.Endpoints()
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: opts.TLS,
+		Logger: zap.NewNop(), AutoSyncInterval: 30 * time.Second,
+	})
+	if err != nil {
+		p.Close(context.Background())
+		return nil, fmt.Errorf("control: etcd client: %w", err)
+	}
+	p.cli = cli
+	p.store = NewStore(cli, cfg.Cluster.Name)
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	st, err := p.store.InitState(ictx, cfg.ActiveRegion())
+	cancel()
+	if err != nil {
+		p.Close(context.Background())
+		return nil, fmt.Errorf("control: read the state from etcd at %v: %w", endpoints, err)
+	}
+	ttl := cfg.Cluster.LeaseTTL.D()
+	p.elector = NewElector(p.store, opts.Node, int(ttl/time.Second), logger, nil)
+	p.cache = NewStateCache(p.store, st, ttl, logger)
+	p.cache.Open()
+	p.elector.Open()
+	events := p.events
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.publish(events)
+	}()
+	logger.Info("control plane open", "node", opts.Node, "etcd", endpoints, "active", st.Active, "epoch", st.Epoch)
+	return p, nil
+}
+
+// publish appends queued events to the store, in order.
+func (p *Plane) publish(events <-chan Event) {
+	for e := range events {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := p.store.Append(ctx, e); err != nil {
+			p.logger.Warn("event not stored", "type", e.Type, "err", err)
+		}
+		cancel()
+	}
+}
+
+// Record queues an event for the store without waiting; when the queue is
+// full (the store is unreachable) the event is logged and dropped.
+func (p *Plane) Record(e Event) {
+	if e.Node == "" {
+		e.Node = p.node
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.events == nil {
+		return
+	}
+	select {
+	case p.events <- e:
+	default:
+		p.logger.Warn("event queue full: event dropped", "type", e.Type, "message", e.Message)
+	}
+}
+
+// State is where the data plane reads the routing state.
+func (p *Plane) State() traffic.StateSource { return p.cache }
+
+// Store is the state store.
+func (p *Plane) Store() *Store { return p.store }
+
+// Elector is this node's election.
+func (p *Plane) Elector() *Elector { return p.elector }
+
+// Close stops the election (resigning), the cache, the client and the
+// member, in that order.
+func (p *Plane) Close(ctx context.Context) error {
+	var errs []error
+	if p.elector != nil {
+		errs = append(errs, p.elector.Close(ctx))
+	}
+	if p.cache != nil {
+		errs = append(errs, p.cache.Close(ctx))
+	}
+	p.mu.Lock()
+	if p.events != nil {
+		close(p.events)
+		p.events = nil
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	if p.cli != nil {
+		errs = append(errs, p.cli.Close())
+	}
+	if p.embedded != nil {
+		errs = append(errs, p.embedded.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Member is one etcd member as this node sees it.
+type Member struct {
+	Name       string   `json:"name"`
+	ClientURLs []string `json:"client_urls"`
+	Healthy    bool     `json:"healthy"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// Status is the control plane as this node sees it.
+type Status struct {
+	Node    string   `json:"node"`
+	Leader  string   `json:"leader"`
+	Leading bool     `json:"leading"`
+	Quorum  bool     `json:"quorum"`
+	Members []Member `json:"members"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// Status asks etcd for the leader and each member's health, each within a
+// short timeout.
+func (p *Plane) Status(ctx context.Context) Status {
+	_, leading := p.elector.Leading()
+	st := Status{Node: p.node, Leading: leading, Quorum: !p.cache.Current().NoQuorum, Members: []Member{}}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if leader, err := p.elector.Leader(qctx); err == nil {
+		st.Leader = leader
+	} else {
+		st.Error = err.Error()
+	}
+	ml, err := p.cli.MemberList(qctx)
+	if err != nil {
+		if st.Error == "" {
+			st.Error = err.Error()
+		}
+		return st
+	}
+	for _, m := range ml.Members {
+		mem := Member{Name: m.Name, ClientURLs: m.ClientURLs}
+		if len(m.ClientURLs) > 0 {
+			sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			_, err := p.cli.Status(sctx, m.ClientURLs[0])
+			scancel()
+			mem.Healthy = err == nil
+			if err != nil {
+				mem.Error = err.Error()
+			}
+		}
+		st.Members = append(st.Members, mem)
+	}
+	return st
+}
