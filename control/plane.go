@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -43,6 +44,8 @@ type Plane struct {
 	store    *Store
 	elector  *Elector
 	cache    *StateCache
+	quorum   *Quorum
+	ttl      time.Duration
 	logger   *slog.Logger
 
 	mu     sync.Mutex // guards events against Record after Close
@@ -89,6 +92,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		return nil, fmt.Errorf("control: read the state from etcd at %v: %w", endpoints, err)
 	}
 	ttl := cfg.Cluster.LeaseTTL.D()
+	p.ttl = ttl
 	p.elector = NewElector(p.store, opts.Node, int(ttl/time.Second), logger, nil)
 	p.cache = NewStateCache(p.store, st, ttl, logger)
 	p.cache.Open()
@@ -135,6 +139,14 @@ func (p *Plane) Record(e Event) {
 	}
 }
 
+// ShareVerdicts publishes local's verdicts to the cluster and returns the
+// cluster's quorum verdicts, refreshed every interval.
+func (p *Plane) ShareVerdicts(local Local, every time.Duration) *Quorum {
+	p.quorum = NewQuorum(p.store, p.node, local, int(p.ttl/time.Second), every, p.logger)
+	p.quorum.Open()
+	return p.quorum
+}
+
 // State is where the data plane reads the routing state.
 func (p *Plane) State() traffic.StateSource { return p.cache }
 
@@ -150,6 +162,9 @@ func (p *Plane) Close(ctx context.Context) error {
 	var errs []error
 	if p.elector != nil {
 		errs = append(errs, p.elector.Close(ctx))
+	}
+	if p.quorum != nil {
+		errs = append(errs, p.quorum.Close(ctx))
 	}
 	if p.cache != nil {
 		errs = append(errs, p.cache.Close(ctx))
@@ -180,10 +195,12 @@ type Member struct {
 
 // Status is the control plane as this node sees it.
 type Status struct {
-	Node    string   `json:"node"`
-	Leader  string   `json:"leader"`
-	Leading bool     `json:"leading"`
-	Quorum  bool     `json:"quorum"`
+	Node    string `json:"node"`
+	Leader  string `json:"leader"`
+	Leading bool   `json:"leading"`
+	Quorum  bool   `json:"quorum"`
+	// Voters are the nodes whose verdicts count now.
+	Voters  []string `json:"voters"`
 	Members []Member `json:"members"`
 	Error   string   `json:"error,omitempty"`
 }
@@ -192,7 +209,11 @@ type Status struct {
 // short timeout.
 func (p *Plane) Status(ctx context.Context) Status {
 	_, leading := p.elector.Leading()
-	st := Status{Node: p.node, Leading: leading, Quorum: !p.cache.Current().NoQuorum, Members: []Member{}}
+	st := Status{Node: p.node, Leading: leading, Quorum: !p.cache.Current().NoQuorum, Members: []Member{}, Voters: []string{}}
+	if p.quorum != nil {
+		st.Voters = p.quorum.Voters()
+		sort.Strings(st.Voters)
+	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if leader, err := p.elector.Leader(qctx); err == nil {

@@ -56,6 +56,8 @@ type Node struct {
 	mu     sync.Mutex
 	opened bool
 
+	shared VerdictSource
+
 	vmu       sync.Mutex
 	onVerdict func(service, region string, from, to health.State, reason string)
 	lastState map[health.Key]health.State
@@ -333,7 +335,7 @@ type EndpointStatus struct {
 // Status computes the current status. It does no I/O.
 func (n *Node) Status() Status {
 	now := time.Now()
-	verdicts := n.checker.Verdicts()
+	verdicts := n.Verdicts()
 	active := n.cfg.ActiveRegion()
 	versions := n.versions.snapshot()
 	lags := map[string][]replication.Lag{}
@@ -427,5 +429,23 @@ func (n *Node) redact(st *Status) {
 	}
 }
 
-// Verdicts returns every endpoint's current verdict (for the router).
-func (n *Node) Verdicts() map[health.Key]health.Verdict { return n.checker.Verdicts() }
+// VerdictSource gives the verdicts the node judges regions by.
+type VerdictSource interface {
+	Verdicts() map[health.Key]health.Verdict
+}
+
+// UseVerdicts makes the node judge regions, readiness and routing by src
+// (the cluster's quorum verdicts) instead of its own. Call before Open.
+func (n *Node) UseVerdicts(src VerdictSource) { n.shared = src }
+
+// LocalVerdicts returns this node's own verdicts.
+func (n *Node) LocalVerdicts() map[health.Key]health.Verdict { return n.checker.Verdicts() }
+
+// Verdicts returns the verdicts the node acts on: the cluster's when
+// shared, else its own (for the router).
+func (n *Node) Verdicts() map[health.Key]health.Verdict {
+	if n.shared != nil {
+		return n.shared.Verdicts()
+	}
+	return n.checker.Verdicts()
+}

@@ -163,6 +163,15 @@ func TestThreeProcessCluster(t *testing.T) {
 			t.Errorf("member %s unhealthy: %s", m.Name, m.Error)
 		}
 	}
+	// Every node votes on the endpoints' health.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(st.Control.Voters) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("voters = %v, want the three nodes", st.Control.Voters)
+		}
+		time.Sleep(50 * time.Millisecond)
+		st, _ = first.status(t)
+	}
 
 	// Freeze the leader for longer than its lease.
 	if err := first.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -176,7 +185,7 @@ func TestThreeProcessCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Woken, the old leader must not claim leadership: its lease is gone.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		st, err := first.status(t)
 		if err == nil {

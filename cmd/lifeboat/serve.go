@@ -169,6 +169,9 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		cp.Record(control.Event{Type: control.EventVerdict, Service: service, Region: region,
 			Message: strings.TrimSpace(fmt.Sprintf("%s in %s: %s → %s %s", service, region, from, to, reason))})
 	})
+	// Regions are judged by the cluster's quorum verdicts: each node's
+	// verdicts are one vote.
+	node.UseVerdicts(cp.ShareVerdicts(control.LocalFunc(node.LocalVerdicts), 250*time.Millisecond))
 	if err := node.Open(); err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
