@@ -103,8 +103,18 @@ func TestEpochsAndFencing(t *testing.T) {
 		t.Errorf("state after refused switches: %+v", st)
 	}
 	evs, err := m.store.Events(ctx, 0, 100)
-	if err != nil || len(evs) < 2 || evs[0].Seq != 1 || evs[0].Type != EventEpoch {
-		t.Errorf("events: %+v %v", evs, err)
+	if err != nil || len(evs) < 3 || evs[0].Seq != 1 || evs[0].Type != EventEpoch {
+		t.Fatalf("events: %+v %v", evs, err)
+	}
+	var switched bool
+	for i, e := range evs {
+		if i > 0 && e.Seq != evs[i-1].Seq+1 {
+			t.Errorf("event sequence has a gap: %d after %d", e.Seq, evs[i-1].Seq)
+		}
+		switched = switched || (e.Type == EventEpoch && e.Message == "epoch 2: active region east → west")
+	}
+	if !switched {
+		t.Errorf("no event for the switch: %+v", evs)
 	}
 	if leader, _ := el.Leader(ctx); leader != "east-1" {
 		t.Errorf("leader = %q", leader)

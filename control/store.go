@@ -124,19 +124,34 @@ func (s *Store) update(ctx context.Context, f Fence, mutate func(*traffic.State)
 // SwitchActive commits a new active region with a strictly larger epoch.
 // It must succeed before anything is promoted: the epoch is the fence.
 func (s *Store) SwitchActive(ctx context.Context, f Fence, region string) (traffic.State, error) {
-	return s.update(ctx, f, func(st *traffic.State) error {
+	var from string
+	st, err := s.update(ctx, f, func(st *traffic.State) error {
+		from = st.Active
 		st.Active = region
 		st.Epoch++
 		return nil
 	})
+	if err == nil {
+		s.Append(ctx, Event{Type: EventEpoch, Region: region, Epoch: st.Epoch,
+			Message: fmt.Sprintf("epoch %d: active region %s → %s", st.Epoch, from, region)})
+	}
+	return st, err
 }
 
 // SetHold holds (or releases) new requests in the data plane.
 func (s *Store) SetHold(ctx context.Context, f Fence, held bool) (traffic.State, error) {
-	return s.update(ctx, f, func(st *traffic.State) error {
+	st, err := s.update(ctx, f, func(st *traffic.State) error {
 		st.Held = held
 		return nil
 	})
+	if err == nil {
+		msg := "data plane released"
+		if held {
+			msg = "data plane held for a switchover"
+		}
+		s.Append(ctx, Event{Type: EventHold, Epoch: st.Epoch, Message: msg})
+	}
+	return st, err
 }
 
 // Event types.

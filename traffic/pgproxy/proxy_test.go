@@ -234,3 +234,40 @@ func TestBadStartup(t *testing.T) {
 		t.Error("after junk: not on the primary")
 	}
 }
+
+// A node that lost the control plane's quorum cannot know the current
+// epoch: its writer endpoint closes what it has and refuses new
+// connections, with a clear error; the reader keeps serving.
+func TestNoQuorumRefusesWrites(t *testing.T) {
+	e := setup(t)
+	old := connect(t, e.dsn(e.writer.Addr(), "disable"))
+	reader := connect(t, e.dsn(e.reader.Addr(), "disable"))
+	st := e.state.Current()
+	st.NoQuorum = true
+	if err := e.state.Set(st); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if _, err := old.Exec(context.Background(), "SELECT 1"); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a writer connection survived the loss of quorum")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err := pgx.Connect(context.Background(), e.dsn(e.writer.Addr(), "disable"))
+	if err == nil || !strings.Contains(err.Error(), "cannot reach a quorum of the control plane") {
+		t.Errorf("new writer connection without quorum: %v", err)
+	}
+	if rec, _ := role(t, reader); !rec {
+		t.Error("the reader connection should keep serving from the standby")
+	}
+	st.NoQuorum = false
+	e.state.Set(st)
+	c := connect(t, e.dsn(e.writer.Addr(), "disable"))
+	if rec, _ := role(t, c); rec {
+		t.Error("after quorum returned, the writer is not on the primary")
+	}
+}
