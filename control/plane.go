@@ -94,7 +94,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 	ttl := cfg.Cluster.LeaseTTL.D()
 	p.ttl = ttl
 	p.elector = NewElector(p.store, opts.Node, int(ttl/time.Second), logger, nil)
-	p.cache = NewStateCache(p.store, st, ttl, logger)
+	// The minority side of a partition must stop routing writes before the
+	// majority can elect a new leader (one lease TTL): half of it.
+	p.cache = NewStateCache(p.store, st, ttl/2, logger)
 	p.cache.Open()
 	p.elector.Open()
 	events := p.events
@@ -228,18 +230,23 @@ func (p *Plane) Status(ctx context.Context) Status {
 		}
 		return st
 	}
-	for _, m := range ml.Members {
-		mem := Member{Name: m.Name, ClientURLs: m.ClientURLs}
-		if len(m.ClientURLs) > 0 {
-			sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			_, err := p.cli.Status(sctx, m.ClientURLs[0])
-			scancel()
-			mem.Healthy = err == nil
-			if err != nil {
-				mem.Error = err.Error()
-			}
+	st.Members = make([]Member, len(ml.Members))
+	var wg sync.WaitGroup
+	for i, m := range ml.Members {
+		st.Members[i] = Member{Name: m.Name, ClientURLs: m.ClientURLs}
+		if len(m.ClientURLs) == 0 {
+			continue
 		}
-		st.Members = append(st.Members, mem)
+		wg.Go(func() {
+			sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer scancel()
+			_, err := p.cli.Status(sctx, m.ClientURLs[0])
+			st.Members[i].Healthy = err == nil
+			if err != nil {
+				st.Members[i].Error = err.Error()
+			}
+		})
 	}
+	wg.Wait()
 	return st
 }
