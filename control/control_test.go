@@ -9,6 +9,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
@@ -25,21 +26,21 @@ type member struct {
 	store *Store
 }
 
-func startMember(t *testing.T, name, dir string, peers []Peer) *member {
+func startMember(t testing.TB, name, dir string, peers []Peer) *member {
 	t.Helper()
 	m := &member{name: name, dir: dir, peers: peers}
 	m.start(t)
 	return m
 }
 
-func (m *member) start(t *testing.T) {
+func (m *member) start(t testing.TB) {
 	t.Helper()
-	e, err := StartEmbedded(EmbedConfig{Name: m.name, Dir: m.dir, Peers: m.peers, Token: "test"})
+	e, err := StartEmbedded(EmbedConfig{Name: m.name, Dir: m.dir, Peers: m.peers, Token: "test", LogLevel: "fatal"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.etcd = e
-	m.cli, err = clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second})
+	m.cli, err = clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +150,18 @@ func TestStateSurvivesRestart(t *testing.T) {
 
 func threeMembers(t *testing.T) []*member {
 	t.Helper()
+	ms := threeMembersTB(t)
+	t.Cleanup(func() {
+		for _, m := range ms {
+			m.stop()
+		}
+	})
+	return ms
+}
+
+// threeMembersTB starts a three-member cluster; the caller stops it.
+func threeMembersTB(t testing.TB) []*member {
+	t.Helper()
 	var peers []Peer
 	for _, name := range []string{"east-1", "west-1", "witness-1"} {
 		peers = append(peers, Peer{Name: name,
@@ -162,11 +175,6 @@ func threeMembers(t *testing.T) []*member {
 		wg.Go(func() { ms[i] = startMember(t, p.Name, dir, peers) })
 	}
 	wg.Wait()
-	t.Cleanup(func() {
-		for _, m := range ms {
-			m.stop()
-		}
-	})
 	return ms
 }
 

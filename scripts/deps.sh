@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Lifeboat's tests and demo need on a Debian machine with Go:
-# PostgreSQL 15 (server and client), Redis, dig. Does nothing for what is
-# already there.
+# PostgreSQL 15 (server and client), Redis, dig, iproute2 and curl. Does
+# nothing for what is already there.
 set -euo pipefail
 
 need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15 postgresql-client-15)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the partition test
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

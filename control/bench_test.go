@@ -1,0 +1,118 @@
+package control
+
+import (
+	"context"
+	"sort"
+	"testing"
+	"time"
+)
+
+// BenchmarkLeaderLoss measures, on a three-member cluster with the default
+// lease (3s), the time from the leader's death (its member stopped, no
+// resignation) to a new leader that may act. Each iteration is one
+// cluster and one death; it reports the median and the worst.
+//
+//	go test ./control -run '^$' -bench LeaderLoss -benchtime 5x
+func BenchmarkLeaderLoss(b *testing.B) {
+	var took []time.Duration
+	for i := 0; i < b.N; i++ {
+		took = append(took, leaderLossOnce(b))
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	b.ReportMetric(took[len(took)/2].Seconds(), "median-s")
+	b.ReportMetric(took[len(took)-1].Seconds(), "max-s")
+	b.ReportMetric(0, "ns/op")
+}
+
+func leaderLossOnce(b *testing.B) time.Duration {
+	ms := threeMembersTB(b)
+	defer func() {
+		for _, m := range ms {
+			m.stop()
+		}
+	}()
+	ctx := context.Background()
+	ms[0].store.InitState(ctx, "east")
+	els := make([]*Elector, 3)
+	for i, m := range ms {
+		els[i] = NewElector(m.store, m.name, 3, nil, nil)
+		els[i].Open()
+	}
+	defer func() {
+		for _, e := range els {
+			e.Close(ctx)
+		}
+	}()
+	leader := -1
+	for leader < 0 {
+		for i, e := range els {
+			if _, ok := e.Leading(); ok {
+				leader = i
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	killed := time.Now()
+	ms[leader].stop()
+	els[leader].cancel()
+	for {
+		for i, e := range els {
+			if _, ok := e.Leading(); ok && i != leader {
+				return time.Since(killed)
+			}
+		}
+		if time.Since(killed) > 30*time.Second {
+			b.Fatal("no new leader in 30s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkStatePropagation measures the time from a committed change of
+// the active region to all three members' state caches (what the data
+// plane routes from) holding it.
+//
+//	go test ./control -run '^$' -bench StatePropagation -benchtime 50x
+func BenchmarkStatePropagation(b *testing.B) {
+	ms := threeMembersTB(b)
+	defer func() {
+		for _, m := range ms {
+			m.stop()
+		}
+	}()
+	ctx := context.Background()
+	st, _ := ms[0].store.InitState(ctx, "east")
+	el := NewElector(ms[0].store, ms[0].name, 3, nil, nil)
+	el.Open()
+	defer el.Close(ctx)
+	caches := make([]*StateCache, 3)
+	for i, m := range ms {
+		caches[i] = NewStateCache(m.store, st, 3*time.Second, nil)
+		caches[i].Open()
+		defer caches[i].Close(ctx)
+	}
+	var f Fence
+	for ok := false; !ok; f, ok = el.Leading() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var took []time.Duration
+	regions := []string{"west", "east"}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		next, err := ms[0].store.SwitchActive(ctx, f, regions[i%2])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, c := range caches {
+			for c.Current().Epoch < next.Epoch {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		took = append(took, time.Since(start))
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
