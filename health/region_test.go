@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 	"github.com/lifeboat-dr/lifeboat/replication"
 )
 
@@ -32,13 +33,7 @@ services:
 
 func topology(t *testing.T) *config.Config {
 	t.Helper()
-	cfg, err := config.Parse(strings.NewReader(topo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, topo)
 	return cfg
 }
 

@@ -73,13 +73,7 @@ services:
 policy:
   rpo: %s
 `, east.srv.URL, west.srv.URL, pg.Primary.DSN(), pg.Standby.DSN(), rd.Primary.URL(), rd.Replica.URL(), rpo)
-	cfg, err := config.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, doc)
 	return cfg
 }
 
@@ -313,13 +307,7 @@ services:
     endpoints: {east: "127.0.0.1:%d", west: "127.0.0.1:%d"}
     health: {interval: 100ms, timeout: 80ms, fall: 2, rise: 1}
 `, pg.Primary.DSN(), wrongPw, pg.Primary.DSN(), pg.Primary.DSN(), rd.Primary.URL(), rd.Primary.URL(), dead, dead)
-	cfg, err := config.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, doc)
 	n := openNode(t, cfg, nil)
 	wantReasons := []string{"db is down", "notreplica is a primary here", "lonely is a primary here", "notreplica replication broken: not a replica", "lonely replication broken: not a replica"}
 	st := eventually(t, n, 15*time.Second, "every bad endpoint judged", func(st Status) bool {

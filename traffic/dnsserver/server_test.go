@@ -42,13 +42,8 @@ type stack struct {
 
 func start(t *testing.T, doc string) *stack {
 	t.Helper()
-	cfg, err := config.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, doc)
+	var err error
 	s := &stack{cfg: cfg, addr: cfg.Traffic.DNS.Listen}
 	s.node, err = observe.New(cfg, observe.Options{Observer: "dns-test"})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 	"github.com/lifeboat-dr/lifeboat/traffic"
@@ -129,13 +128,8 @@ traffic:
       - {host: www.shop.example, service: web}
       - {host: www.shop.example, path_prefix: /api/, service: api}
 `, e.east.url, e.west.url, e.east.url, e.west.url, port)
-	cfg, err := config.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, doc)
+	var err error
 	for _, s := range []string{"web", "api"} {
 		e.verdicts.set(s, "east", health.Up)
 		e.verdicts.set(s, "west", health.Up)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 	"github.com/lifeboat-dr/lifeboat/traffic"
@@ -55,13 +54,8 @@ traffic:
     - {listen: "127.0.0.1:%d", service: db, role: writer}
     - {listen: "127.0.0.1:%d", service: db, role: reader}
 `, e.pg.Primary.DSN(), e.pg.Standby.DSN(), wport, rport)
-	cfg, err := config.Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t, doc)
+	var err error
 	e.state = traffic.NewMemState("east", 1)
 	e.router = traffic.NewRouter(cfg, e.state, upVerdicts{}, 10*time.Millisecond)
 	e.router.Open()
