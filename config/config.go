@@ -104,9 +104,16 @@ type Cluster struct {
 	// each node's --node names its entry. Empty: a single node.
 	Peers []Peer `yaml:"peers,omitempty"`
 	// LeaseTTL is the leader's lease: a leader that cannot renew it for
-	// this long stops acting, and a node that cannot reach a quorum for
-	// this long stops routing writes. Default 3s.
+	// this long stops acting (and another can take over); a node that
+	// cannot confirm the state for half of it stops routing writes.
+	// Default 3s; at least 1.5 × ElectionTimeout.
 	LeaseTTL Duration `yaml:"lease_ttl"`
+	// Heartbeat and ElectionTimeout are the embedded etcd's raft timing.
+	// Defaults 100ms and 1s (etcd's), right for links up to ~100ms RTT;
+	// heartbeat near the round trip between regions, election ≥ 5 ×
+	// heartbeat. Shorter settings fail over faster on fast links.
+	Heartbeat       Duration `yaml:"heartbeat"`
+	ElectionTimeout Duration `yaml:"election_timeout"`
 }
 
 // Peer is one control-plane member.
@@ -126,7 +133,8 @@ func (c *Cluster) parseScalar(s string) error {
 
 // MarshalYAML writes a cluster without peers as its name alone.
 func (c Cluster) MarshalYAML() (any, error) {
-	if len(c.Peers) == 0 && c.LeaseTTL.D() == 3*time.Second {
+	def := DefaultConfig().Cluster
+	if len(c.Peers) == 0 && c.LeaseTTL == def.LeaseTTL && c.Heartbeat == def.Heartbeat && c.ElectionTimeout == def.ElectionTimeout {
 		return c.Name, nil
 	}
 	type plain Cluster
@@ -350,7 +358,7 @@ type LLM struct {
 // per-record defaults are applied by Parse, once the lists are known.
 func DefaultConfig() *Config {
 	return &Config{
-		Cluster: Cluster{LeaseTTL: Duration(3 * time.Second)},
+		Cluster: Cluster{LeaseTTL: Duration(3 * time.Second), Heartbeat: Duration(100 * time.Millisecond), ElectionTimeout: Duration(time.Second)},
 		API:     API{Listen: DefaultAPIListen},
 		Traffic: Traffic{
 			WhenAllDown: FailStatic,

@@ -510,3 +510,28 @@ func TestClusterForms(t *testing.T) {
 		t.Errorf("undeclared peer region: %v", err)
 	}
 }
+
+func TestClusterTiming(t *testing.T) {
+	fast := strings.Replace(base, "cluster: shop\n", "cluster: {name: shop, lease_ttl: 1s, heartbeat: 50ms, election_timeout: 500ms}\n", 1)
+	cfg, err := load(t, fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Heartbeat.D() != 50*time.Millisecond || cfg.Cluster.ElectionTimeout.D() != 500*time.Millisecond {
+		t.Errorf("timing = %+v", cfg.Cluster)
+	}
+	for doc, want := range map[string]string{
+		"cluster: {name: shop, heartbeat: 100ms, election_timeout: 300ms}\n": "cluster.election_timeout: 300ms must be whole milliseconds and at least 5 × heartbeat (100ms)",
+		"cluster: {name: shop, lease_ttl: 1s}\n":                              "cluster.lease_ttl: 1s must be at least 1.5 × election_timeout (1s)",
+		"cluster: {name: shop, heartbeat: 5ms}\n":                             "cluster.heartbeat: 5ms must be whole milliseconds from 10ms to 10s",
+	} {
+		if _, err := load(t, strings.Replace(base, "cluster: shop\n", doc, 1)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", doc, err, want)
+		}
+	}
+	// The defaults are etcd's.
+	def, _ := load(t, base)
+	if def.Cluster.Heartbeat.D() != 100*time.Millisecond || def.Cluster.ElectionTimeout.D() != time.Second || def.Cluster.LeaseTTL.D() != 3*time.Second {
+		t.Errorf("defaults = %+v", def.Cluster)
+	}
+}

@@ -125,8 +125,17 @@ func (v *validator) listen(path, addr string) {
 func (v *validator) top() {
 	c := v.c
 	v.name(v.clusterKey("name"), c.Cluster.Name)
-	if c.Cluster.LeaseTTL.D() < 2*time.Second || c.Cluster.LeaseTTL.D()%time.Second != 0 {
-		v.errorf("cluster.lease_ttl", ErrInvalid, "%s must be whole seconds, at least 2s", c.Cluster.LeaseTTL)
+	cl := c.Cluster
+	if cl.LeaseTTL.D() < time.Second || cl.LeaseTTL.D()%time.Second != 0 {
+		v.errorf("cluster.lease_ttl", ErrInvalid, "%s must be whole seconds, at least 1s", cl.LeaseTTL)
+	}
+	if cl.Heartbeat.D() < 10*time.Millisecond || cl.Heartbeat.D() > 10*time.Second || cl.Heartbeat.D()%time.Millisecond != 0 {
+		v.errorf("cluster.heartbeat", ErrInvalid, "%s must be whole milliseconds from 10ms to 10s", cl.Heartbeat)
+	}
+	if cl.ElectionTimeout.D() < 5*cl.Heartbeat.D() || cl.ElectionTimeout.D()%time.Millisecond != 0 {
+		v.errorf("cluster.election_timeout", ErrInvalid, "%s must be whole milliseconds and at least 5 × heartbeat (%s)", cl.ElectionTimeout, cl.Heartbeat)
+	} else if 2*cl.LeaseTTL.D() < 3*cl.ElectionTimeout.D() {
+		v.errorf("cluster.lease_ttl", ErrInvalid, "%s must be at least 1.5 × election_timeout (%s): etcd cannot keep a shorter lease", cl.LeaseTTL, cl.ElectionTimeout)
 	}
 	peers := map[string]bool{}
 	for i, p := range c.Cluster.Peers {

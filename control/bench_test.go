@@ -7,16 +7,23 @@ import (
 	"time"
 )
 
-// BenchmarkLeaderLoss measures, on a three-member cluster with the default
-// lease (3s), the time from the leader's death (its member stopped, no
-// resignation) to a new leader that may act. Each iteration is one
-// cluster and one death; it reports the median and the worst.
+// BenchmarkLeaderLoss measures, on a three-member cluster, the time from
+// the leader's death (its member stopped, no resignation) to a new leader
+// that may act: with the defaults (lease 3s, etcd heartbeat 100ms,
+// election 1s) and with the timing of a fast network (lease 1s, 50ms,
+// 500ms). Each iteration is one cluster and one death; it reports the
+// median and the worst.
 //
-//	go test ./control -run '^$' -bench LeaderLoss -benchtime 5x
+//	go test ./control -run '^$' -bench LeaderLoss -benchtime 7x
 func BenchmarkLeaderLoss(b *testing.B) {
+	b.Run("defaults", func(b *testing.B) { benchLeaderLoss(b, 3, 0, 0) })
+	b.Run("fast-network", func(b *testing.B) { benchLeaderLoss(b, 1, 50, 500) })
+}
+
+func benchLeaderLoss(b *testing.B, ttl int, tickMs, electionMs uint) {
 	var took []time.Duration
 	for i := 0; i < b.N; i++ {
-		took = append(took, leaderLossOnce(b))
+		took = append(took, leaderLossOnce(b, ttl, tickMs, electionMs))
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	b.ReportMetric(took[len(took)/2].Seconds(), "median-s")
@@ -24,8 +31,8 @@ func BenchmarkLeaderLoss(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-func leaderLossOnce(b *testing.B) time.Duration {
-	ms := threeMembersTB(b)
+func leaderLossOnce(b *testing.B, ttl int, tickMs, electionMs uint) time.Duration {
+	ms := threeMembersTimed(b, tickMs, electionMs)
 	defer func() {
 		for _, m := range ms {
 			m.stop()
@@ -35,7 +42,7 @@ func leaderLossOnce(b *testing.B) time.Duration {
 	ms[0].store.InitState(ctx, "east")
 	els := make([]*Elector, 3)
 	for i, m := range ms {
-		els[i] = NewElector(m.store, m.name, 3, nil, nil)
+		els[i] = NewElector(m.store, m.name, ttl, nil, nil)
 		els[i].Open()
 	}
 	defer func() {

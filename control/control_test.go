@@ -21,6 +21,8 @@ type member struct {
 	name  string
 	dir   string
 	peers []Peer
+	// raft timing; zero: etcd's defaults
+	tickMs, electionMs uint
 	etcd  *Embedded
 	cli   *clientv3.Client
 	store *Store
@@ -35,7 +37,7 @@ func startMember(t testing.TB, name, dir string, peers []Peer) *member {
 
 func (m *member) start(t testing.TB) {
 	t.Helper()
-	e, err := StartEmbedded(EmbedConfig{Name: m.name, Dir: m.dir, Peers: m.peers, Token: "test", LogLevel: "fatal"})
+	e, err := StartEmbedded(EmbedConfig{Name: m.name, Dir: m.dir, Peers: m.peers, Token: "test", LogLevel: "fatal", HeartbeatMs: m.tickMs, ElectionMs: m.electionMs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,8 +161,13 @@ func threeMembers(t *testing.T) []*member {
 	return ms
 }
 
-// threeMembersTB starts a three-member cluster; the caller stops it.
-func threeMembersTB(t testing.TB) []*member {
+// threeMembersTB starts a three-member cluster with etcd's timing; the
+// caller stops it.
+func threeMembersTB(t testing.TB) []*member { return threeMembersTimed(t, 0, 0) }
+
+// threeMembersTimed starts a three-member cluster with the given raft
+// timing; the caller stops it.
+func threeMembersTimed(t testing.TB, tickMs, electionMs uint) []*member {
 	t.Helper()
 	var peers []Peer
 	for _, name := range []string{"east-1", "west-1", "witness-1"} {
@@ -172,7 +179,11 @@ func threeMembersTB(t testing.TB) []*member {
 	var wg sync.WaitGroup
 	for i, p := range peers {
 		dir := t.TempDir()
-		wg.Go(func() { ms[i] = startMember(t, p.Name, dir, peers) })
+		wg.Go(func() {
+			m := &member{name: p.Name, dir: dir, peers: peers, tickMs: tickMs, electionMs: electionMs}
+			m.start(t)
+			ms[i] = m
+		})
 	}
 	wg.Wait()
 	return ms

@@ -36,11 +36,11 @@ type Elector struct {
 }
 
 // NewElector makes an elector for node with a lease of ttl seconds
-// (minimum 2). onChange, if set, is called when this node gains or loses
+// (minimum 1). onChange, if set, is called when this node gains or loses
 // leadership.
 func NewElector(store *Store, node string, ttl int, logger *slog.Logger, onChange func(bool)) *Elector {
-	if ttl < 2 {
-		ttl = 2
+	if ttl < 1 {
+		ttl = 1
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

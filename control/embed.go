@@ -44,6 +44,9 @@ type EmbedConfig struct {
 	// StartTimeout bounds the wait for the member to be ready (for a
 	// cluster: for a quorum to form). Default 60s.
 	StartTimeout time.Duration
+	// HeartbeatMs and ElectionMs are etcd's raft timing; default etcd's
+	// (100ms, 1000ms).
+	HeartbeatMs, ElectionMs uint
 }
 
 // Embedded is a running etcd member inside this process.
@@ -72,8 +75,12 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	ec.LogLevel = cfg.LogLevel
 	ec.Logger = "zap"
 	ec.InitialClusterToken = cfg.Token
-	// Heartbeat 100ms and election 1s are etcd's defaults; they fit
-	// loopback and regional links alike.
+	if cfg.HeartbeatMs > 0 {
+		ec.TickMs = cfg.HeartbeatMs
+	}
+	if cfg.ElectionMs > 0 {
+		ec.ElectionMs = cfg.ElectionMs
+	}
 	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
 	var err error
 	var cu *url.URL

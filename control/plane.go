@@ -63,7 +63,8 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 	p := &Plane{node: opts.Node, logger: logger, events: make(chan Event, 256)}
 	endpoints := opts.Endpoints
 	if len(endpoints) == 0 {
-		ec := EmbedConfig{Name: opts.Node, Dir: filepath.Join(opts.DataDir, opts.Node), Token: "lifeboat-" + cfg.Cluster.Name, LogLevel: opts.EtcdLogLevel}
+		ec := EmbedConfig{Name: opts.Node, Dir: filepath.Join(opts.DataDir, opts.Node), Token: "lifeboat-" + cfg.Cluster.Name, LogLevel: opts.EtcdLogLevel,
+			HeartbeatMs: uint(cfg.Cluster.Heartbeat.D().Milliseconds()), ElectionMs: uint(cfg.Cluster.ElectionTimeout.D().Milliseconds())}
 		for _, peer := range cfg.Cluster.Peers {
 			ec.Peers = append(ec.Peers, Peer{Name: peer.Name, PeerURL: peer.PeerURL, ClientURL: peer.ClientURL})
 		}
