@@ -522,8 +522,8 @@ func TestClusterTiming(t *testing.T) {
 	}
 	for doc, want := range map[string]string{
 		"cluster: {name: shop, heartbeat: 100ms, election_timeout: 300ms}\n": "cluster.election_timeout: 300ms must be whole milliseconds and at least 5 × heartbeat (100ms)",
-		"cluster: {name: shop, lease_ttl: 1s}\n":                              "cluster.lease_ttl: 1s must be at least 1.5 × election_timeout (1s)",
-		"cluster: {name: shop, heartbeat: 5ms}\n":                             "cluster.heartbeat: 5ms must be whole milliseconds from 10ms to 10s",
+		"cluster: {name: shop, lease_ttl: 1s}\n":                             "cluster.lease_ttl: 1s must be at least 1.5 × election_timeout (1s)",
+		"cluster: {name: shop, heartbeat: 5ms}\n":                            "cluster.heartbeat: 5ms must be whole milliseconds from 10ms to 10s",
 	} {
 		if _, err := load(t, strings.Replace(base, "cluster: shop\n", doc, 1)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", doc, err, want)

@@ -23,9 +23,9 @@ type member struct {
 	peers []Peer
 	// raft timing; zero: etcd's defaults
 	tickMs, electionMs uint
-	etcd  *Embedded
-	cli   *clientv3.Client
-	store *Store
+	etcd               *Embedded
+	cli                *clientv3.Client
+	store              *Store
 }
 
 func startMember(t testing.TB, name, dir string, peers []Peer) *member {
