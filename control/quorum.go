@@ -140,9 +140,19 @@ func (q *Quorum) publish(ctx context.Context) {
 // watch keeps the table of every node's votes.
 func (q *Quorum) watch(ctx context.Context) {
 	for ctx.Err() == nil {
-		resp, err := q.store.Client().Get(ctx, q.prefix(), clientv3.WithPrefix())
+		gctx, gcancel := context.WithTimeout(ctx, time.Duration(q.ttl)*time.Second)
+		resp, err := q.store.Client().Get(gctx, q.prefix(), clientv3.WithPrefix())
+		gcancel()
 		if err != nil {
-			time.Sleep(200 * time.Millisecond)
+			// Cut off from the store: the others' votes are unknown, so
+			// this node's own verdicts stand until it reaches it again.
+			q.mu.Lock()
+			q.votes = map[string]map[health.Key]vote{}
+			q.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
 			continue
 		}
 		table := map[string]map[health.Key]vote{}
