@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -86,36 +87,52 @@ func (e *Elector) Close(ctx context.Context) error {
 // campaign runs one session: campaign, lead until the session ends.
 func (e *Elector) campaign(ctx context.Context) error {
 	cli := e.store.Client()
+	// The lease is sure to live TTL after the moment a request that
+	// created or renewed it was *sent*: every validity is measured from a
+	// send time, never from when an answer arrived.
+	sent := time.Now()
 	lease, err := cli.Grant(ctx, int64(e.ttl))
 	if err != nil {
 		return err
 	}
-	// Keep-alive answers tell how long the lease is sure to live.
+	e.extend(sent, lease.TTL)
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
-	sent := time.Now()
-	ka, err := cli.KeepAlive(kctx, lease.ID)
-	if err != nil {
-		return err
-	}
-	e.extend(sent, lease.TTL)
-	session, err := concurrency.NewSession(cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	kaDone := make(chan struct{})
+	go func() {
+		defer close(kaDone)
+		period := time.Duration(e.ttl) * time.Second / 3
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-kctx.Done():
+				return
+			case <-t.C:
+			}
+			sent := time.Now()
+			rctx, cancel := context.WithTimeout(kctx, period)
+			resp, err := cli.KeepAliveOnce(rctx, lease.ID)
+			cancel()
+			if err != nil {
+				if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+					return // the lease is gone: leadership with it
+				}
+				continue // validity runs out on its own
+			}
+			e.extend(sent, resp.TTL)
+		}
+	}()
+	session, err := concurrency.NewSession(cli, concurrency.WithLease(lease.ID), concurrency.WithContext(kctx))
 	if err != nil {
 		return err
 	}
 	defer func() {
+		// Hand over at once: revoke the lease, bounded in time.
+		session.Orphan()
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		session.Close() // revokes the lease: a clean handover
-		_ = rctx
-	}()
-	kaDone := make(chan struct{})
-	go func() {
-		defer close(kaDone)
-		for resp := range ka {
-			// The keep-alive was sent at most ~ttl/3 before this answer.
-			e.extend(time.Now().Add(-time.Duration(e.ttl)*time.Second/3), resp.TTL)
-		}
+		cli.Revoke(rctx, lease.ID)
 	}()
 	election := concurrency.NewElection(session, e.store.key("leader"))
 	if err := election.Campaign(ctx, e.node); err != nil {
@@ -138,11 +155,12 @@ func (e *Elector) campaign(ctx context.Context) error {
 	return errors.New("lease ended")
 }
 
-// extend records that the lease lives at least ttl seconds after since.
+// extend records that the lease lives at least ttl seconds after since,
+// the send time of the request that renewed it.
 func (e *Elector) extend(since time.Time, ttl int64) {
-	// A margin of a fifth of the TTL covers clock rate differences and the
-	// time for a new leader's campaign to be seen.
-	until := since.Add(time.Duration(ttl)*time.Second - time.Duration(e.ttl)*time.Second/5)
+	// A margin of a tenth of the TTL covers clock rate differences between
+	// this node and etcd's.
+	until := since.Add(time.Duration(ttl)*time.Second - time.Duration(e.ttl)*time.Second/10)
 	e.mu.Lock()
 	if until.After(e.validUntil) {
 		e.validUntil = until

@@ -132,9 +132,11 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
+		e.Server.Stop() // Close alone hangs on a member that never got ready
 		e.Close()
 		return nil, fmt.Errorf("control: etcd: %w", err)
 	case <-time.After(cfg.StartTimeout):
+		e.Server.Stop()
 		e.Close()
 		return nil, fmt.Errorf("control: etcd not ready after %s (are the other peers up?)", cfg.StartTimeout)
 	}

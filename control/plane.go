@@ -178,7 +178,15 @@ func (p *Plane) Close(ctx context.Context) error {
 		p.events = nil
 	}
 	p.mu.Unlock()
-	p.wg.Wait()
+	// Queued events are flushed while ctx allows; closing the client below
+	// ends a flush that takes longer.
+	flushed := make(chan struct{})
+	go func() { p.wg.Wait(); close(flushed) }()
+	select {
+	case <-flushed:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("control: events not flushed: %w", ctx.Err()))
+	}
 	if p.cli != nil {
 		errs = append(errs, p.cli.Close())
 	}

@@ -36,8 +36,10 @@ func NewStateCache(store *Store, initial traffic.State, staleAfter time.Duration
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	mem := traffic.NewMemState(initial.Active, initial.Epoch)
+	mem.Set(initial) // keeps Held
 	return &StateCache{
-		MemState: traffic.NewMemState(initial.Active, initial.Epoch),
+		MemState: mem,
 		store:    store, staleAfter: staleAfter, logger: logger, confirmed: time.Now(),
 	}
 }
@@ -120,12 +122,19 @@ func (c *StateCache) confirm(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		rctx, cancel := context.WithTimeout(ctx, every)
+		// A read may take up to staleAfter (a slow store is not a lost
+		// quorum); it confirms the state as of when it was sent.
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, c.staleAfter)
 		st, _, err := c.store.LoadState(rctx)
 		cancel()
 		cur := c.Current()
 		if err == nil {
-			c.markConfirmed()
+			c.mu.Lock()
+			if sent.After(c.confirmed) {
+				c.confirmed = sent
+			}
+			c.mu.Unlock()
 			if cur.NoQuorum {
 				c.logger.Info("quorum reached again: routing writes")
 			}
