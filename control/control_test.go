@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,6 +148,15 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	if st, _ := m2.store.InitState(ctx, "east"); st.Epoch != 2 {
 		t.Errorf("init after restart reset the epoch: %+v", st)
+	}
+	m2.stop()
+
+	// The same directory offered to a three-member cluster is refused: etcd
+	// would otherwise start it as a cluster of one beside the real one.
+	_, err = StartEmbedded(EmbedConfig{Name: "east-1", Dir: dir, Token: "test", LogLevel: "fatal",
+		Peers: []Peer{{Name: "east-1", PeerURL: "http://127.0.0.1:1", ClientURL: "http://127.0.0.1:2"}, {Name: "west-1"}, {Name: "tie-1"}}})
+	if err == nil || !strings.Contains(err.Error(), "holds the data of another control plane") {
+		t.Errorf("reused data dir: %v", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -125,6 +126,13 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	if entries, err := os.ReadDir(ec.Dir); err == nil && len(entries) > 0 {
 		ec.ClusterState = embed.ClusterStateFlagExisting
 	}
+	// etcd ignores the token and the peers once it has data: a directory
+	// left by another cluster (or by this node alone) would start as a
+	// cluster of its own. A marker written at creation says which cluster
+	// and which members the data belongs to; a mismatch is refused.
+	if err := checkMarker(cfg, ec.ClusterState == embed.ClusterStateFlagExisting); err != nil {
+		return nil, err
+	}
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("control: start etcd: %w", err)
@@ -145,6 +153,36 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 		em.endpoints = append(em.endpoints, "http://"+l.Addr().String())
 	}
 	return em, nil
+}
+
+// marker is the identity of the data in a member's directory.
+func marker(cfg EmbedConfig) string {
+	var names []string
+	for _, p := range cfg.Peers {
+		names = append(names, p.Name)
+	}
+	sort.Strings(names)
+	return fmt.Sprintf("token=%s\nmember=%s\npeers=%s\n", cfg.Token, cfg.Name, strings.Join(names, ","))
+}
+
+func checkMarker(cfg EmbedConfig, existing bool) error {
+	path := filepath.Join(cfg.Dir, "cluster-identity")
+	want := marker(cfg)
+	have, err := os.ReadFile(path)
+	switch {
+	case err == nil && string(have) != want:
+		return fmt.Errorf("control: %s holds the data of another control plane:\n%s\nthis node is configured as:\n%s\nuse another --data-dir, or remove the old one if it is no longer needed", cfg.Dir, have, want)
+	case err == nil:
+		return nil
+	case !os.IsNotExist(err):
+		return fmt.Errorf("control: %w", err)
+	case existing:
+		return fmt.Errorf("control: %s holds etcd data without a cluster identity: refusing to guess whose it is (use another --data-dir)", cfg.Dir)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	return os.WriteFile(path, []byte(want), 0o600)
 }
 
 func freeLoopbackURL() (string, error) {
