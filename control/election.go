@@ -139,7 +139,7 @@ func (e *Elector) campaign(ctx context.Context) error {
 		return err
 	}
 	e.setLeading(true, Fence{Key: election.Key(), Rev: election.Rev()})
-	e.store.Append(ctx, Event{Type: EventElection, Node: e.node, Message: e.node + " became leader"})
+	e.record(e.node + " became leader")
 	select {
 	case <-ctx.Done():
 		e.setLeading(false, Fence{})
@@ -152,7 +152,18 @@ func (e *Elector) campaign(ctx context.Context) error {
 	}
 	e.setLeading(false, Fence{})
 	e.logger.Warn("lost leadership: lease ended")
+	e.record(e.node + " lost leadership: its lease ended")
 	return errors.New("lease ended")
+}
+
+// record appends an election event, bounded in time: leadership must not
+// wait on the event stream.
+func (e *Elector) record(msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(e.ttl)*time.Second/3)
+	defer cancel()
+	if _, err := e.store.Append(ctx, Event{Type: EventElection, Node: e.node, Message: msg}); err != nil {
+		e.logger.Warn("election event not stored", "err", err)
+	}
 }
 
 // extend records that the lease lives at least ttl seconds after since,
