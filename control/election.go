@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
+
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -74,14 +76,7 @@ func (e *Elector) Close(ctx context.Context) error {
 	if e.cancel != nil {
 		e.cancel()
 	}
-	done := make(chan struct{})
-	go func() { e.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return lifecycle.Wait(ctx, &e.wg)
 }
 
 // campaign runs one session: campaign, lead until the session ends.

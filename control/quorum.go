@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -85,14 +87,7 @@ func (q *Quorum) Close(ctx context.Context) error {
 	if q.cancel != nil {
 		q.cancel()
 	}
-	done := make(chan struct{})
-	go func() { q.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return lifecycle.Wait(ctx, &q.wg)
 }
 
 // publish writes this node's verdicts under its lease, every interval

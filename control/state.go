@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lifeboat-dr/lifeboat/traffic"
@@ -59,14 +61,7 @@ func (c *StateCache) Close(ctx context.Context) error {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return lifecycle.Wait(ctx, &c.wg)
 }
 
 // apply takes a state read from the store (which never carries NoQuorum).

@@ -46,7 +46,7 @@ type Node struct {
 
 	checker  *health.Checker
 	sources  map[string]replication.Source
-	openers  []lifecycle
+	openers  []component
 	closers  []func()
 	versions *versionPoller
 	regions  *health.RegionTracker
@@ -90,8 +90,8 @@ func (n *Node) observed(o health.Observation, v health.Verdict) {
 	}
 }
 
-// lifecycle is a long-lived component with its own goroutine.
-type lifecycle interface {
+// component is a long-lived part with its own goroutines.
+type component interface {
 	Open() error
 	Close(ctx context.Context) error
 }
@@ -253,8 +253,8 @@ func (n *Node) Open() error {
 	if n.opened {
 		return errors.New("observe: already open")
 	}
-	var started []lifecycle
-	for _, c := range append([]lifecycle{n.checker, n.versions}, n.openers...) {
+	var started []component
+	for _, c := range append([]component{n.checker, n.versions}, n.openers...) {
 		if err := c.Open(); err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			for _, s := range started {
@@ -276,7 +276,7 @@ func (n *Node) Close(ctx context.Context) error {
 	defer n.mu.Unlock()
 	var errs []error
 	if n.opened {
-		for _, c := range append([]lifecycle{n.checker, n.versions}, n.openers...) {
+		for _, c := range append([]component{n.checker, n.versions}, n.openers...) {
 			if err := c.Close(ctx); err != nil {
 				errs = append(errs, err)
 			}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
+
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/probe"
@@ -69,14 +71,7 @@ func (vp *versionPoller) Close(ctx context.Context) error {
 	if vp.cancel != nil {
 		vp.cancel()
 	}
-	done := make(chan struct{})
-	go func() { vp.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return lifecycle.Wait(ctx, &vp.wg)
 }
 
 func (vp *versionPoller) loop(ctx context.Context, job versionJob) {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
+
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/health"
 )
@@ -114,14 +116,7 @@ func (r *Router) Close(ctx context.Context) error {
 	if r.cancel != nil {
 		r.cancel()
 	}
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return lifecycle.Wait(ctx, &r.wg)
 }
 
 // Changed returns a channel closed at the next snapshot that differs in

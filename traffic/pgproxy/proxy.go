@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
+
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lifeboat-dr/lifeboat/config"
@@ -146,14 +148,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 		s.close()
 	}
 	p.mu.Unlock()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return lifecycle.Wait(ctx, &p.wg)
 }
 
 func (p *Proxy) accept(ctx context.Context) {
