@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
 )
 
 // Target is one endpoint to probe and its thresholds.
@@ -139,14 +141,10 @@ func (c *Checker) Close(ctx context.Context) error {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("health: close: %w", ctx.Err())
+	if err := lifecycle.Wait(ctx, &c.wg); err != nil {
+		return fmt.Errorf("health: close: %w", err)
 	}
+	return nil
 }
 
 func (c *Checker) loop(ctx context.Context, t *target) {
@@ -215,10 +213,12 @@ func (c *Checker) probeOnce(ctx context.Context, t *target) {
 	select {
 	case res = <-done:
 	case <-pctx.Done():
-		// Give a well-behaved probe a moment to return its own error.
+		// Give a well-behaved probe a moment to return its own error (a
+		// driver cancelling a connection attempt needs a little while).
+		grace := min(max(t.Timeout/4, 10*time.Millisecond), time.Second)
 		select {
 		case res = <-done:
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(grace):
 			t.running = finished
 			res = Result{Err: fmt.Errorf("no answer")}
 		}
