@@ -110,7 +110,7 @@ func StartPostgres(t testing.TB, opts PGOptions) *PGPair {
 	}
 	primary.writeConf(t, settings)
 	t.Cleanup(func() { primary.dumpLogOnFailure(t) })
-	t.Cleanup(func() { primary.stop("immediate") })
+	t.Cleanup(func() { primary.stopForCleanup() })
 	primary.Start(t)
 
 	standby := &PGNode{Name: "standby", DataDir: filepath.Join(root, "standby"), Port: FreePort(t), Password: password, bin: bin, account: acct}
@@ -119,7 +119,7 @@ func StartPostgres(t testing.TB, opts PGOptions) *PGPair {
 		"-D", standby.DataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync")
 	standby.writeConf(t, nil)
 	t.Cleanup(func() { standby.dumpLogOnFailure(t) })
-	t.Cleanup(func() { standby.stop("immediate") })
+	t.Cleanup(func() { standby.stopForCleanup() })
 	standby.Start(t)
 
 	pair := &PGPair{Primary: primary, Standby: standby}
@@ -211,6 +211,38 @@ func (n *PGNode) stop(mode string) error {
 	}
 	n.running = false
 	return nil
+}
+
+// stopForCleanup stops the server (immediate) if pg_ctl status finds it
+// running, whoever started it: a test may stop and start it with other
+// tools (pg_ctl through a runbook action), so the running flag may be wrong.
+func (n *PGNode) stopForCleanup() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if n.account.command(ctx, nil, filepath.Join(n.bin, "pg_ctl"), "-D", n.DataDir, "status").Run() != nil {
+		n.running = false
+		return // not running (exit 3), or no data directory left (exit 4)
+	}
+	_ = n.account.command(ctx, nil, filepath.Join(n.bin, "pg_ctl"), "-D", n.DataDir, "-m", "immediate", "-w", "stop").Run()
+	n.running = false
+}
+
+// Bin is the directory of the PostgreSQL programs this server runs.
+func (n *PGNode) Bin() string { return n.bin }
+
+// OSUser is the OS account the server runs as: "postgres" (or "nobody")
+// when the tests run as root, else the current user.
+func (n *PGNode) OSUser() string { return n.account.name }
+
+// ReplicationConnInfo is a libpq key=value connection string for the
+// superuser (also the replication user) with its password, to database
+// postgres: what a standby's primary_conninfo, pg_basebackup -d or
+// pg_rewind --source-server take.
+func (n *PGNode) ReplicationConnInfo() string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=postgres sslmode=disable connect_timeout=5",
+		n.Port, PGUser, n.Password)
 }
 
 func (n *PGNode) dumpLogOnFailure(t testing.TB) {

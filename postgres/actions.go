@@ -1,0 +1,1212 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Runbook actions: each does one step of a failover or switchover, checks
+// that it took, and does nothing when it was done already, so that a
+// runbook can run it again after any failure.
+
+// closeEndpoint closes ep's connection within a second, whatever the
+// caller's context has become.
+func closeEndpoint(ep *endpoint) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ep.close(ctx)
+}
+
+// scanRow runs a query on ep's connection (opening it if needed) and scans
+// its one row. Failures are described without the password; a failed
+// query drops the connection.
+func scanRow(ctx context.Context, ep *endpoint, sql string, args []any, dest ...any) error {
+	conn, err := ep.connect(ctx)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
+		return ep.fail(ctx, "query", err, started)
+	}
+	return nil
+}
+
+// execSQL runs a statement on ep's connection, as scanRow does.
+func execSQL(ctx context.Context, ep *endpoint, sql string, args ...any) error {
+	conn, err := ep.connect(ctx)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		return ep.fail(ctx, "query", err, started)
+	}
+	return nil
+}
+
+// FenceResult is what Fence did.
+type FenceResult struct {
+	// AlreadyFenced says new sessions were read-only before the call.
+	AlreadyFenced bool
+	// Terminated is the number of other client sessions ended.
+	Terminated int
+}
+
+// confirmWait bounds the wait for a reloaded setting to reach new
+// sessions (the postmaster applies a reload asynchronously).
+const confirmWait = 10 * time.Second
+
+// Fence makes the server at dsn refuse writes: ALTER SYSTEM SET
+// default_transaction_read_only = on and pg_reload_conf(), then, once a new
+// session confirms that it starts read-only, it ends every other client
+// session (pg_terminate_backend, waiting up to 5s for each), so that no
+// session opened before the fence goes on writing. Replication
+// connections are left alone: the standbys must still catch up.
+//
+// It is idempotent: on a fenced server it reports AlreadyFenced and still
+// ends the client sessions it finds (a session may have turned read-only
+// off for itself). The role needs superuser (or ALTER SYSTEM and
+// pg_signal_backend on non-superuser sessions). A session that cannot be
+// ended is an error: the fence holds for new sessions, not for it.
+func Fence(ctx context.Context, dsn string) (FenceResult, error) {
+	var res FenceResult
+	before, err := readOnlyDefault(ctx, dsn)
+	if err != nil {
+		return res, fmt.Errorf("fence: %w", err)
+	}
+	res.AlreadyFenced = before
+	// Our own session writes: read-only must not apply to it.
+	ep := newEndpoint(dsn, map[string]string{"default_transaction_read_only": "off"})
+	defer closeEndpoint(ep)
+	if err := execSQL(ctx, ep, "ALTER SYSTEM SET default_transaction_read_only = on"); err != nil {
+		return res, fmt.Errorf("fence: ALTER SYSTEM SET default_transaction_read_only = on: %w", err)
+	}
+	if err := execSQL(ctx, ep, "SELECT pg_reload_conf()"); err != nil {
+		return res, fmt.Errorf("fence: pg_reload_conf(): %w", err)
+	}
+	// Confirm before ending sessions, so that a client that reconnects at
+	// once gets a read-only session.
+	if err := waitReadOnly(ctx, dsn, true); err != nil {
+		return res, fmt.Errorf("fence: %w", err)
+	}
+	n, err := terminateClients(ctx, ep)
+	res.Terminated = n
+	if err != nil {
+		return res, fmt.Errorf("fence: new sessions are read-only, but %w", err)
+	}
+	return res, nil
+}
+
+// terminateClients ends every client backend but ep's own and returns how
+// many it ended.
+func terminateClients(ctx context.Context, ep *endpoint) (int, error) {
+	conn, err := ep.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	type backend struct {
+		pid   int32
+		start time.Time
+	}
+	started := time.Now()
+	rows, err := conn.Query(ctx, `SELECT pid, backend_start FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return 0, ep.fail(ctx, "query", err, started)
+	}
+	backends, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backend, error) {
+		var b backend
+		err := r.Scan(&b.pid, &b.start)
+		return b, err
+	})
+	if err != nil {
+		return 0, ep.fail(ctx, "query", err, started)
+	}
+	n := 0
+	var bad []string
+	refused := map[int32]bool{}
+	for _, b := range backends {
+		var ended bool
+		started := time.Now()
+		err := conn.QueryRow(ctx, "SELECT pg_terminate_backend($1, 5000)", b.pid).Scan(&ended)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr):
+			refused[b.pid] = true
+			bad = append(bad, fmt.Sprintf("%d (%s)", b.pid, pgErr.Message))
+		case err != nil:
+			return n, ep.fail(ctx, "query", err, started)
+		case ended:
+			n++
+		}
+	}
+	// false means gone already or still there after 5s: look.
+	for _, b := range backends {
+		if refused[b.pid] {
+			continue
+		}
+		var still bool
+		err := scanRow(ctx, ep, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)", []any{b.pid, b.start}, &still)
+		if err != nil {
+			return n, err
+		}
+		if still {
+			bad = append(bad, fmt.Sprintf("%d (still there after 5s)", b.pid))
+		}
+	}
+	if len(bad) > 0 {
+		return n, fmt.Errorf("%d session(s) could not be ended on %s: %s", len(bad), ep.addr, strings.Join(bad, ", "))
+	}
+	return n, nil
+}
+
+// Unfence lets the server at dsn take writes again: ALTER SYSTEM RESET
+// default_transaction_read_only and pg_reload_conf(), then it confirms
+// that a new session starts read-write. It is idempotent. If read-only is
+// also set elsewhere (postgresql.conf, ALTER DATABASE or ALTER ROLE ...
+// SET), the confirmation fails and says so.
+func Unfence(ctx context.Context, dsn string) error {
+	ep := newEndpoint(dsn, map[string]string{"default_transaction_read_only": "off"})
+	defer closeEndpoint(ep)
+	if err := execSQL(ctx, ep, "ALTER SYSTEM RESET default_transaction_read_only"); err != nil {
+		return fmt.Errorf("unfence: ALTER SYSTEM RESET default_transaction_read_only: %w", err)
+	}
+	if err := execSQL(ctx, ep, "SELECT pg_reload_conf()"); err != nil {
+		return fmt.Errorf("unfence: pg_reload_conf(): %w", err)
+	}
+	if err := waitReadOnly(ctx, dsn, false); err != nil {
+		return fmt.Errorf("unfence: %w (is it also set in postgresql.conf, or by ALTER DATABASE or ALTER ROLE?)", err)
+	}
+	return nil
+}
+
+// IsFenced reports whether new sessions on the server at dsn default to
+// read-only (SHOW default_transaction_read_only in a new session).
+func IsFenced(ctx context.Context, dsn string) (bool, error) {
+	on, err := readOnlyDefault(ctx, dsn)
+	if err != nil {
+		return false, fmt.Errorf("is fenced: %w", err)
+	}
+	return on, nil
+}
+
+// readOnlyDefault opens a new session and reads its
+// default_transaction_read_only.
+func readOnlyDefault(ctx context.Context, dsn string) (bool, error) {
+	ep := newEndpoint(dsn, nil)
+	defer closeEndpoint(ep)
+	var v string
+	if err := scanRow(ctx, ep, "SHOW default_transaction_read_only", nil, &v); err != nil {
+		return false, err
+	}
+	return v == "on", nil
+}
+
+// waitReadOnly polls new sessions until their default_transaction_read_only
+// is want, for up to confirmWait.
+func waitReadOnly(ctx context.Context, dsn string, want bool) error {
+	ctx, cancel := context.WithTimeout(ctx, confirmWait)
+	defer cancel()
+	started := time.Now()
+	for {
+		got, err := readOnlyDefault(ctx, dsn)
+		if err == nil && got == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("confirm default_transaction_read_only = %s: %w", onOff(want), err)
+			}
+			return fmt.Errorf("a new session still has default_transaction_read_only = %s after %s", onOff(got), time.Since(started).Round(time.Millisecond))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// CaughtUp is where a primary and its standby stood when WaitCaughtUp
+// returned, as LSNs in PostgreSQL's X/Y text form.
+type CaughtUp struct {
+	// PrimaryLSN is the primary's pg_current_wal_flush_lsn().
+	PrimaryLSN string
+	// StandbyLSN is the standby's pg_last_wal_replay_lsn(), read after
+	// the primary's.
+	StandbyLSN string
+}
+
+// WaitCaughtUp waits until the standby has replayed all the WAL the primary
+// has flushed: every poll (default 100ms) it reads the primary's
+// pg_current_wal_flush_lsn(), then the standby's pg_last_wal_replay_lsn(),
+// and returns once the standby's is at least the primary's. Reading the
+// primary first makes it end even while the primary takes writes.
+//
+// Connection failures are retried until ctx ends; the error then says how
+// many bytes behind the standby was when last seen, and the last failure.
+// A primary in recovery, a standby that is not, or a refused query end the
+// wait at once.
+func WaitCaughtUp(ctx context.Context, primaryDSN, standbyDSN string, poll time.Duration) (CaughtUp, error) {
+	if poll <= 0 {
+		poll = 100 * time.Millisecond
+	}
+	p := newEndpoint(primaryDSN, nil)
+	defer closeEndpoint(p)
+	s := newEndpoint(standbyDSN, nil)
+	defer closeEndpoint(s)
+	var (
+		res              CaughtUp
+		pLSN, sLSN       lsn
+		pKnown, sKnown   bool
+		lastErr          error
+		started          = time.Now()
+		tick             = time.NewTicker(poll)
+		primary, standby = p.addr, s.addr
+	)
+	defer tick.Stop()
+	for {
+		err := func() error {
+			var cur string
+			if err := scanRow(ctx, p, "SELECT pg_current_wal_flush_lsn()::text", nil, &cur); err != nil {
+				return fmt.Errorf("primary: %w", err)
+			}
+			l, err := parseLSN(cur)
+			if err != nil {
+				return fmt.Errorf("primary %s: %w", primary, err)
+			}
+			pLSN, pKnown, res.PrimaryLSN = l, true, cur
+			var (
+				inRecovery bool
+				replay     *string
+			)
+			if err := scanRow(ctx, s, "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", nil, &inRecovery, &replay); err != nil {
+				return fmt.Errorf("standby: %w", err)
+			}
+			if !inRecovery {
+				return &permanentError{fmt.Errorf("standby %s is not in recovery (promoted?): it follows no primary", standby)}
+			}
+			if replay == nil {
+				return fmt.Errorf("standby %s has replayed nothing yet", standby)
+			}
+			if l, err = parseLSN(*replay); err != nil {
+				return fmt.Errorf("standby %s: %w", standby, err)
+			}
+			sLSN, sKnown, res.StandbyLSN = l, true, *replay
+			return nil
+		}()
+		if err == nil && sLSN >= pLSN {
+			return res, nil
+		}
+		if err != nil && ctx.Err() == nil && (isPermanent(err) || isRefusal(err)) {
+			return res, fmt.Errorf("wait caught up: %w", err)
+		}
+		if ctx.Err() == nil || lastErr == nil {
+			lastErr = err // not the failure of an attempt cut short by ctx
+		}
+		select {
+		case <-ctx.Done():
+			var where string
+			switch {
+			case pKnown && sKnown:
+				behind := int64(0)
+				if pLSN > sLSN {
+					behind = int64(pLSN - sLSN)
+				}
+				where = fmt.Sprintf("%d bytes behind when last seen (standby replayed %s, primary flushed %s)", behind, sLSN, pLSN)
+			case pKnown:
+				where = fmt.Sprintf("standby position never read (primary flushed %s)", pLSN)
+			default:
+				where = "positions never read"
+			}
+			msg := fmt.Sprintf("wait caught up: standby %s not caught up with primary %s after %s: %s", standby, primary, time.Since(started).Round(time.Millisecond), where)
+			if lastErr != nil && !errors.Is(lastErr, ctx.Err()) {
+				msg += "; last error: " + lastErr.Error()
+			}
+			return res, fmt.Errorf("%s: %w", msg, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// permanentError is a failure that waiting will not cure.
+type permanentError struct{ error }
+
+func (e *permanentError) Unwrap() error { return e.error }
+
+func isPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// isRefusal reports whether the server answered err with an error that a
+// retry will not change: anything but connection trouble (SQLSTATE class
+// 08), operator intervention (57: shutting down, starting up), lack of
+// resources (53: too many connections) and a transaction rollback (40).
+func isRefusal(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) < 2 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "08", "57", "53", "40":
+		return false
+	}
+	return true
+}
+
+// PromoteResult is what Promote did.
+type PromoteResult struct {
+	// Already says the server was not in recovery: nothing was done.
+	Already bool
+	// Timeline is the server's timeline after the call.
+	Timeline int
+}
+
+// Promote makes the standby at dsn a primary: SELECT pg_promote(true, n)
+// with n the seconds left in ctx (60 without a deadline), then it confirms
+// that pg_is_in_recovery() is false. A server not in recovery is left
+// alone (Already). Timeline is read from the name of the current WAL file,
+// which follows the new timeline as soon as promotion ends (the control
+// file waits for the next checkpoint).
+func Promote(ctx context.Context, dsn string) (PromoteResult, error) {
+	var res PromoteResult
+	ep := newEndpoint(dsn, nil)
+	defer closeEndpoint(ep)
+	var inRecovery bool
+	if err := scanRow(ctx, ep, "SELECT pg_is_in_recovery()", nil, &inRecovery); err != nil {
+		return res, fmt.Errorf("promote: %w", err)
+	}
+	if !inRecovery {
+		res.Already = true
+	} else {
+		secs := waitSeconds(ctx)
+		var promoted bool
+		if err := scanRow(ctx, ep, "SELECT pg_promote(true, $1)", []any{int32(secs)}, &promoted); err != nil {
+			return res, fmt.Errorf("promote: pg_promote: %w", err)
+		}
+		if !promoted {
+			return res, fmt.Errorf("promote %s: pg_promote: still in recovery after %ds", ep.addr, secs)
+		}
+		if err := scanRow(ctx, ep, "SELECT pg_is_in_recovery()", nil, &inRecovery); err != nil {
+			return res, fmt.Errorf("promote: confirm: %w", err)
+		}
+		if inRecovery {
+			return res, fmt.Errorf("promote %s: pg_promote returned true but pg_is_in_recovery() is still true", ep.addr)
+		}
+	}
+	tl, err := timeline(ctx, ep)
+	if err != nil {
+		return res, fmt.Errorf("promote: %w", err)
+	}
+	res.Timeline = tl
+	return res, nil
+}
+
+// timeline is a primary's current timeline, from its current WAL file's
+// name (its first 8 hex digits).
+func timeline(ctx context.Context, ep *endpoint) (int, error) {
+	var name string
+	if err := scanRow(ctx, ep, "SELECT pg_walfile_name(pg_current_wal_lsn())", nil, &name); err != nil {
+		return 0, err
+	}
+	if len(name) < 8 {
+		return 0, fmt.Errorf("timeline of %s: WAL file name %q is too short", ep.addr, name)
+	}
+	tl, err := strconv.ParseUint(name[:8], 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("timeline of %s: WAL file name %q: %w", ep.addr, name, err)
+	}
+	return int(tl), nil
+}
+
+// ReprotectResult is what Reprotect did, and what the old primary had that
+// the new one never got.
+type ReprotectResult struct {
+	// Method is "none" (it already streamed from the new primary),
+	// "rewind" (pg_rewind) or "basebackup" (pg_basebackup into a fresh
+	// data directory, pg_rewind having failed).
+	Method string
+	// DivergedAt is where the old primary's history left the new
+	// primary's, from pg_rewind ("servers diverged at WAL location X on
+	// timeline N"); empty when pg_rewind did not get that far.
+	DivergedAt string
+	// OldEnd is the old primary's end of WAL as far as it is known: its
+	// pg_current_wal_lsn() before the stop, or its latest checkpoint
+	// (pg_controldata) when later. WAL from DivergedAt to OldEnd is what
+	// the new primary never got. For a server that crashed, WAL after its
+	// latest checkpoint is not counted.
+	OldEnd string
+	// Timeline is the timeline on which the servers diverged (pg_rewind's
+	// report); 0 when unknown.
+	Timeline int
+	// KeptAt is the directory on the host that keeps the divergent data:
+	// the whole old data directory (basebackup), or a copy of the old
+	// primary's WAL segments from DivergedAt to OldEnd, in its pg_wal
+	// (rewind). Empty when nothing diverged. Lifeboat never deletes it.
+	KeptAt string
+	// Output is a log of the steps and what the programs printed, without
+	// passwords.
+	Output string
+}
+
+// Reprotect makes the old primary, on Host h and reachable at oldDSN when
+// it runs, a streaming standby of the new primary at newPrimaryConnInfo (a
+// libpq connection string with dbname, for a superuser that may also
+// replicate; it must be reachable from Lifeboat and from the host):
+//
+//  1. It checks that the new primary answers and is not in recovery, and
+//     that the old server is of the same system, is not the new primary
+//     itself and, when it runs, reports DataDir as its data_directory. If the old server already streams from the new
+//     primary, it does nothing (Method "none").
+//  2. It records the old primary's end of WAL, stops it (fast) and saves
+//     its postgresql.conf, pg_hba.conf and pg_ident.conf in
+//     DataDir.rewind-<UTC time>/conf: pg_rewind and pg_basebackup copy the
+//     new primary's, which name another port and cluster_name.
+//  3. pg_rewind --dry-run finds where the servers diverged; the old
+//     primary's WAL segments from there to its end are copied to
+//     DataDir.rewind-<time>/pg_wal before pg_rewind -R rewinds the data
+//     directory and writes standby.signal and primary_conninfo. "No rewind
+//     required" is fine: the standby configuration is still written.
+//  4. If pg_rewind fails, the data directory is moved (never deleted) to
+//     DataDir.divergent-<time> and pg_basebackup -R copies the new primary
+//     into a fresh one; if that fails too, the old directory is moved
+//     back.
+//  5. The saved configuration files are put back, the server is started
+//     and Reprotect waits, within ctx, until it streams from the new
+//     primary.
+//
+// primary_conninfo gets application_name = the old server's cluster_name
+// (unless newPrimaryConnInfo has one), so that the new primary's
+// pg_stat_replication names it as the monitor expects. The password of
+// newPrimaryConnInfo reaches pg_rewind and pg_basebackup through
+// PGPASSWORD, never their command line; it is written in primary_conninfo,
+// as pg_basebackup -R does. A fence (Fence) set on the old primary stays in
+// its postgresql.auto.conf when pg_rewind finds nothing to rewind; a
+// standby does not mind, but after a later promotion call Unfence. On
+// error the result says what was done so far.
+func Reprotect(ctx context.Context, h Host, oldDSN, newPrimaryConnInfo string) (ReprotectResult, error) {
+	r := &reprotect{h: h, oldDSN: oldDSN}
+	err := r.run(ctx, newPrimaryConnInfo)
+	r.res.Output = scrub(r.out.String(), r.secrets...)
+	if err != nil {
+		return r.res, fmt.Errorf("reprotect %s: %w", h.DataDir, err)
+	}
+	return r.res, nil
+}
+
+// reprotect is one run of Reprotect.
+type reprotect struct {
+	h       Host
+	oldDSN  string
+	src     source
+	newTLI  int      // the new primary's timeline
+	secrets []string // scrubbed from everything shown
+	res     ReprotectResult
+	out     strings.Builder
+}
+
+// note adds a line to the result's Output.
+func (r *reprotect) note(format string, args ...any) {
+	fmt.Fprintf(&r.out, "lifeboat: "+format+"\n", args...)
+}
+
+// cmd runs a program on the host, recording its command line and output.
+func (r *reprotect) cmd(ctx context.Context, c hostCmd) (string, error) {
+	c.secrets = r.secrets
+	out, err := r.h.run(ctx, c)
+	fmt.Fprintf(&r.out, "$ %s\n%s", c.scrub(c.line()), out)
+	if out != "" && !strings.HasSuffix(out, "\n") {
+		r.out.WriteString("\n")
+	}
+	return out, err
+}
+
+// serverInfo is what Reprotect reads of a running server.
+type serverInfo struct {
+	inRecovery  bool
+	sysID       string
+	startTime   string
+	clusterName string
+	dataDir     string
+	currentLSN  *string // nil in recovery
+	walStatus   string  // "" without a wal receiver
+	receivedTLI int32   // the timeline the wal receiver streams
+	senderHost  string
+	senderPort  int32
+}
+
+const serverInfoQuery = `SELECT pg_is_in_recovery(),
+	(SELECT system_identifier FROM pg_control_system())::text,
+	pg_postmaster_start_time()::text,
+	current_setting('cluster_name'),
+	current_setting('data_directory'),
+	CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+	coalesce((SELECT status FROM pg_stat_wal_receiver), ''),
+	coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0),
+	coalesce((SELECT sender_host FROM pg_stat_wal_receiver), ''),
+	coalesce((SELECT sender_port FROM pg_stat_wal_receiver), 0)`
+
+func readServerInfo(ctx context.Context, ep *endpoint) (serverInfo, error) {
+	var s serverInfo
+	err := scanRow(ctx, ep, serverInfoQuery, nil, &s.inRecovery, &s.sysID, &s.startTime, &s.clusterName,
+		&s.dataDir, &s.currentLSN, &s.walStatus, &s.receivedTLI, &s.senderHost, &s.senderPort)
+	return s, err
+}
+
+// saveConfigScript copies the files named after its first two arguments
+// that exist in the directory $1 into the directory $2 (created), saying
+// "saved <name>" for each.
+const saveConfigScript = `d=$1; s=$2; shift 2; mkdir -p "$s" || exit 1
+for f; do if [ -f "$d/$f" ]; then cp -p "$d/$f" "$s/$f" || exit 1; echo "saved $f"; fi; done`
+
+// moveScript renames $1 to $2 unless $2 exists (mv would move $1 into it).
+const moveScript = `if [ -e "$2" ]; then echo "$2 exists" >&2; exit 1; fi; mv "$1" "$2"`
+
+// configFiles are the old server's own files, put back after pg_rewind or
+// pg_basebackup copied the new primary's.
+var configFiles = []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf"}
+
+var divergedRE = regexp.MustCompile(`servers diverged at WAL location ([0-9A-Fa-f]+/[0-9A-Fa-f]+) on timeline (\d+)`)
+
+func (r *reprotect) run(ctx context.Context, newPrimaryConnInfo string) error {
+	h := r.h
+	if err := h.check(); err != nil {
+		return err
+	}
+	if r.oldDSN == "" {
+		return errors.New("the old primary's DSN is empty")
+	}
+	src, err := parseSource(newPrimaryConnInfo)
+	if err != nil {
+		return err
+	}
+	r.src = src
+	r.secrets = []string{src.password}
+	oldEP := newEndpoint(r.oldDSN, nil)
+	defer closeEndpoint(oldEP)
+	if oldEP.config != nil {
+		r.secrets = append(r.secrets, oldEP.config.Password)
+	}
+	newEP := newEndpoint(newPrimaryConnInfo, nil)
+	defer closeEndpoint(newEP)
+
+	// 1. Who is who.
+	var np serverInfo
+	if err := scanRow(ctx, newEP, "SELECT pg_is_in_recovery(), system_identifier::text, pg_postmaster_start_time()::text FROM pg_control_system()", nil,
+		&np.inRecovery, &np.sysID, &np.startTime); err != nil {
+		return fmt.Errorf("new primary: %w", err)
+	}
+	if np.inRecovery {
+		return fmt.Errorf("new primary %s is in recovery: promote it first", newEP.addr)
+	}
+	if r.newTLI, err = timeline(ctx, newEP); err != nil {
+		return fmt.Errorf("new primary: %w", err)
+	}
+	old, oldErr := readServerInfo(ctx, oldEP)
+	running, err := h.Running(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case oldErr == nil && !running:
+		return fmt.Errorf("a server answers at %s, but pg_ctl status finds none on %s: wrong DataDir or host?", oldEP.addr, h.DataDir)
+	case oldErr != nil && running:
+		return fmt.Errorf("the old server runs but does not answer at its DSN: %w", oldErr)
+	case oldErr != nil && !oldEP.connectFailed(oldErr):
+		return fmt.Errorf("old server: %w", oldErr)
+	}
+	var preEnd lsn
+	if running {
+		if old.sysID != np.sysID {
+			return fmt.Errorf("the old server (%s, system %s) and the new primary (%s, system %s) are not copies of one cluster", oldEP.addr, old.sysID, newEP.addr, np.sysID)
+		}
+		if old.startTime == np.startTime {
+			return fmt.Errorf("the old server's DSN and the new primary's conninfo reach the same server (%s, %s)", oldEP.addr, newEP.addr)
+		}
+		if path.Clean(old.dataDir) != path.Clean(h.DataDir) {
+			return fmt.Errorf("the server at %s runs on data directory %s, not on the host's %s", oldEP.addr, old.dataDir, h.DataDir)
+		}
+		if old.inRecovery {
+			ok, why, err := r.streamsFrom(ctx, old, newEP)
+			if err != nil {
+				return err
+			}
+			if ok {
+				r.res.Method = "none"
+				r.note("already a standby streaming from the new primary (%s): nothing to do", why)
+				return nil
+			}
+		}
+		if old.currentLSN != nil {
+			if preEnd, err = parseLSN(*old.currentLSN); err != nil {
+				return fmt.Errorf("old primary %s: %w", oldEP.addr, err)
+			}
+			r.note("old primary's WAL ends at %s before the stop", preEnd)
+		}
+		closeEndpoint(oldEP)
+	} else {
+		r.note("the old server does not run (%v)", oldErr)
+	}
+
+	// pg_rewind reads the new primary's timeline in its control file,
+	// which a promotion updates only at its next checkpoint: until then
+	// pg_rewind finds the servers "on the same timeline" and rewinds
+	// nothing.
+	var ctlTLI int32
+	if err := scanRow(ctx, newEP, "SELECT timeline_id FROM pg_control_checkpoint()", nil, &ctlTLI); err != nil {
+		return fmt.Errorf("new primary: %w", err)
+	}
+	if int(ctlTLI) != r.newTLI {
+		if err := execSQL(ctx, newEP, "CHECKPOINT"); err != nil {
+			return fmt.Errorf("new primary: CHECKPOINT: %w", err)
+		}
+		r.note("CHECKPOINT on the new primary: its control file showed timeline %d, it runs on %d", ctlTLI, r.newTLI)
+	}
+
+	// 2. Stop, read the control file, save the configuration.
+	if err := h.Stop(ctx, "fast"); err != nil {
+		return err
+	}
+	if running {
+		r.note("stopped %s (fast)", h.DataDir)
+	}
+	ctl, err := r.controlData(ctx)
+	if err != nil {
+		return err
+	}
+	if ctl.sysID != np.sysID {
+		return fmt.Errorf("%s belongs to system %s, the new primary %s to system %s: not copies of one cluster", h.DataDir, ctl.sysID, newEP.addr, np.sysID)
+	}
+	r.setOldEnd(max(preEnd, ctl.checkpoint))
+	appName := ""
+	if !src.hasAppName {
+		out, err := r.cmd(ctx, hostCmd{argv: []string{h.bin("postgres"), "-D", h.DataDir, "-C", "cluster_name"}, env: []string{"LC_ALL=C"}})
+		if err == nil {
+			appName = strings.TrimSpace(out)
+		} else {
+			r.note("cluster_name unknown (%v): primary_conninfo gets no application_name", err)
+		}
+	}
+	srcInfo, err := src.forPrograms(appName)
+	if err != nil {
+		return err
+	}
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	saved := h.DataDir + ".rewind-" + stamp
+	out, err := r.cmd(ctx, hostCmd{argv: append([]string{"sh", "-c", saveConfigScript, "sh", h.DataDir, saved + "/conf"}, configFiles...)})
+	if err != nil {
+		return err
+	}
+	var savedFiles []string
+	for _, line := range strings.Split(out, "\n") {
+		if f, ok := strings.CutPrefix(line, "saved "); ok {
+			savedFiles = append(savedFiles, f)
+		}
+	}
+
+	// 3. Rewind.
+	rewind := func(extra ...string) (string, error) {
+		argv := append([]string{h.bin("pg_rewind"), "--target-pgdata=" + h.DataDir, "--source-server=" + srcInfo}, extra...)
+		return r.cmd(ctx, hostCmd{argv: argv, env: []string{"LC_ALL=C"}, password: src.password})
+	}
+	var rerr error
+	out, rerr = rewind("--dry-run")
+	if rerr == nil {
+		r.parseRewind(out)
+		// The dry run may have run crash recovery first: the end moved.
+		if ctl2, err := r.controlData(ctx); err == nil {
+			r.setOldEnd(max(ctl.checkpoint, ctl2.checkpoint, preEnd))
+		}
+		if err := r.keepDivergentWAL(ctx, ctl, saved); err != nil {
+			return err // before anything is rewritten: nothing lost
+		}
+		out, rerr = rewind("-R")
+		if rerr == nil {
+			r.parseRewind(out)
+			r.res.Method = "rewind"
+		}
+	}
+
+	// 4. Or copy the new primary afresh.
+	if rerr != nil {
+		r.note("pg_rewind failed: falling back to pg_basebackup")
+		if err := r.baseBackup(ctx, srcInfo, stamp); err != nil {
+			return fmt.Errorf("pg_rewind failed (%v), then %w", rerr, err)
+		}
+		r.res.Method = "basebackup"
+	}
+
+	// 5. Own configuration back, start, stream.
+	for _, f := range savedFiles {
+		if _, err := r.cmd(ctx, hostCmd{argv: []string{"cp", saved + "/conf/" + f, h.DataDir + "/" + f}}); err != nil {
+			return err
+		}
+	}
+	r.note("restored %s from %s/conf", strings.Join(savedFiles, ", "), saved)
+	if err := h.Start(ctx); err != nil {
+		return err
+	}
+	r.note("started %s", h.DataDir)
+	return r.waitStreaming(ctx, oldEP, newEP)
+}
+
+// setOldEnd records the old primary's end of WAL.
+func (r *reprotect) setOldEnd(l lsn) {
+	if l != 0 {
+		r.res.OldEnd = l.String()
+	}
+}
+
+// parseRewind reads pg_rewind's report of where the servers diverged.
+func (r *reprotect) parseRewind(out string) {
+	m := divergedRE.FindStringSubmatch(out)
+	if m == nil {
+		return
+	}
+	r.res.DivergedAt = strings.ToUpper(m[1])
+	r.res.Timeline, _ = strconv.Atoi(m[2])
+}
+
+// controlFile is what Reprotect reads of pg_controldata.
+type controlFile struct {
+	sysID      string
+	checkpoint lsn
+	timeline   int
+	segSize    uint64
+}
+
+func (r *reprotect) controlData(ctx context.Context) (controlFile, error) {
+	var c controlFile
+	out, err := r.h.run(ctx, hostCmd{argv: []string{r.h.bin("pg_controldata"), "-D", r.h.DataDir}, env: []string{"LC_ALL=C"}, secrets: r.secrets})
+	if err != nil {
+		return c, err
+	}
+	fields := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	c.sysID = fields["Database system identifier"]
+	c.checkpoint, err = parseLSN(fields["Latest checkpoint location"])
+	if err != nil {
+		return c, fmt.Errorf("pg_controldata -D %s: latest checkpoint location: %w", r.h.DataDir, err)
+	}
+	c.timeline, _ = strconv.Atoi(fields["Latest checkpoint's TimeLineID"])
+	c.segSize, _ = strconv.ParseUint(fields["Bytes per WAL segment"], 10, 64)
+	if c.sysID == "" || c.segSize == 0 || c.timeline == 0 {
+		return c, fmt.Errorf("pg_controldata -D %s: unexpected output:\n%s", r.h.DataDir, lastLines(out, 20))
+	}
+	r.note("control file: system %s, timeline %d, latest checkpoint %s, state %s", c.sysID, c.timeline, c.checkpoint, fields["Database cluster state"])
+	return c, nil
+}
+
+// keepDivergentWAL copies the old primary's WAL segments from DivergedAt to
+// OldEnd into saved/pg_wal, before pg_rewind replaces them.
+func (r *reprotect) keepDivergentWAL(ctx context.Context, ctl controlFile, saved string) error {
+	if r.res.DivergedAt == "" || r.res.OldEnd == "" {
+		return nil
+	}
+	from, err1 := parseLSN(r.res.DivergedAt)
+	to, err2 := parseLSN(r.res.OldEnd)
+	if err1 != nil || err2 != nil || to <= from {
+		r.note("nothing written after the divergence point: no WAL to keep")
+		return nil
+	}
+	out, err := r.h.run(ctx, hostCmd{argv: []string{"ls", "-1", r.h.DataDir + "/pg_wal"}, secrets: r.secrets})
+	if err != nil {
+		return err
+	}
+	names := divergentSegments(strings.Fields(out), from, to, r.res.Timeline, ctl.timeline, ctl.segSize)
+	if len(names) == 0 {
+		r.note("no WAL segment of %s..%s left in pg_wal (recycled): the divergent WAL is lost", from, to)
+		return nil
+	}
+	dir := saved + "/pg_wal"
+	if _, err := r.cmd(ctx, hostCmd{argv: []string{"mkdir", "-p", dir}}); err != nil {
+		return err
+	}
+	argv := []string{"cp", "-p"}
+	for _, n := range names {
+		argv = append(argv, r.h.DataDir+"/pg_wal/"+n)
+	}
+	if _, err := r.cmd(ctx, hostCmd{argv: append(argv, dir+"/")}); err != nil {
+		return err
+	}
+	r.res.KeptAt = saved
+	r.note("kept the divergent WAL %s..%s: %d segment(s) in %s", from, to, len(names), dir)
+	return nil
+}
+
+// divergentSegments picks from the names in pg_wal the segments of
+// timelines fromTLI..toTLI that hold WAL between from and to.
+func divergentSegments(names []string, from, to lsn, fromTLI, toTLI int, segSize uint64) []string {
+	if segSize == 0 {
+		return nil
+	}
+	perID := uint64(0x100000000) / segSize
+	first, last := uint64(from)/segSize, uint64(to)/segSize
+	var out []string
+	for _, n := range names {
+		if len(n) != 24 {
+			continue
+		}
+		tli, err1 := strconv.ParseUint(n[:8], 16, 32)
+		hi, err2 := strconv.ParseUint(n[8:16], 16, 32)
+		lo, err3 := strconv.ParseUint(n[16:], 16, 32)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		seg := hi*perID + lo
+		if int(tli) >= fromTLI && int(tli) <= max(fromTLI, toTLI) && seg >= first && seg <= last {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// baseBackup moves the data directory aside and copies the new primary
+// into a fresh one; if the copy fails, it moves the old one back.
+func (r *reprotect) baseBackup(ctx context.Context, srcInfo, stamp string) error {
+	h := r.h
+	kept := h.DataDir + ".divergent-" + stamp
+	if _, err := r.cmd(ctx, hostCmd{argv: []string{"sh", "-c", moveScript, "sh", h.DataDir, kept}}); err != nil {
+		return err
+	}
+	r.res.KeptAt = kept
+	r.note("moved the old data directory to %s", kept)
+	_, err := r.cmd(ctx, hostCmd{
+		argv:     []string{h.bin("pg_basebackup"), "-D", h.DataDir, "-d", srcInfo, "-R", "-X", "stream", "-c", "fast", "-w"},
+		env:      []string{"LC_ALL=C"},
+		password: r.src.password,
+	})
+	if err == nil {
+		return nil
+	}
+	// pg_basebackup removes what it created when it fails.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, merr := r.cmd(bctx, hostCmd{argv: []string{"sh", "-c", moveScript, "sh", kept, h.DataDir}}); merr != nil {
+		return fmt.Errorf("%w; the old data directory stays at %s: moving it back failed: %v", err, kept, merr)
+	}
+	r.res.KeptAt = ""
+	r.note("moved the old data directory back to %s", h.DataDir)
+	return err
+}
+
+// streamsFrom reports whether the old server, a standby, streams from the
+// new primary: its wal receiver streams the new primary's timeline, and
+// its sender is the conninfo's host and port, or the new primary has a
+// streaming walsender named after the old server's cluster_name. (A
+// standby that cannot follow the new timeline streams the old one for a
+// moment, again and again.)
+func (r *reprotect) streamsFrom(ctx context.Context, old serverInfo, newEP *endpoint) (bool, string, error) {
+	if old.walStatus != "streaming" || int(old.receivedTLI) != r.newTLI {
+		return false, "", nil
+	}
+	if r.src.hasHost(old.senderHost, int(old.senderPort)) {
+		return true, fmt.Sprintf("wal receiver connected to %s:%d", old.senderHost, old.senderPort), nil
+	}
+	if old.clusterName == "" {
+		return false, "", nil
+	}
+	var n int
+	if err := scanRow(ctx, newEP, "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'", []any{old.clusterName}, &n); err != nil {
+		return false, "", fmt.Errorf("new primary: %w", err)
+	}
+	if n == 1 {
+		return true, fmt.Sprintf("the new primary streams to %q", old.clusterName), nil
+	}
+	return false, "", nil
+}
+
+// waitStreaming waits, within ctx, until the restarted server streams
+// from the new primary.
+func (r *reprotect) waitStreaming(ctx context.Context, oldEP, newEP *endpoint) error {
+	started := time.Now()
+	var (
+		last    string
+		lastErr error
+	)
+	for {
+		old, err := readServerInfo(ctx, oldEP)
+		lastErr = err
+		if err == nil {
+			switch {
+			case !old.inRecovery:
+				return fmt.Errorf("started, but %s is not in recovery: standby.signal missing?", oldEP.addr)
+			case old.walStatus != "streaming":
+				last = fmt.Sprintf("wal receiver status %q", old.walStatus)
+			default:
+				ok, why, err := r.streamsFrom(ctx, old, newEP)
+				if err == nil && ok {
+					r.note("streaming from the new primary (%s) after %s", why, time.Since(started).Round(time.Millisecond))
+					return nil
+				}
+				lastErr = err
+				last = fmt.Sprintf("streaming timeline %d (the new primary's is %d) from %s:%d", old.receivedTLI, r.newTLI, old.senderHost, old.senderPort)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			msg := fmt.Sprintf("started, but not streaming from the new primary after %s", time.Since(started).Round(time.Millisecond))
+			if last != "" {
+				msg += ": " + last
+			}
+			if lastErr != nil && !errors.Is(lastErr, ctx.Err()) {
+				msg += "; last error: " + lastErr.Error()
+			}
+			return fmt.Errorf("%s: %w", msg, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// connectFailed reports whether err is ep's failure to connect (the server
+// is down or unreachable), rather than a refused query.
+func (e *endpoint) connectFailed(err error) bool {
+	var ee *endpointError
+	return errors.As(err, &ee) && ee.op == "connect"
+}
+
+// source is the new primary's connection string, taken apart.
+type source struct {
+	conninfo   string
+	password   string
+	hasAppName bool
+	hosts      []string // host:port
+}
+
+// parseSource parses a libpq connection string (URL or key=value). Its
+// text never appears in errors.
+func parseSource(conninfo string) (source, error) {
+	cfg, err := pgx.ParseConfig(conninfo)
+	if err != nil {
+		return source{}, errors.New("new primary's conninfo does not parse (not shown: it may hold a password)")
+	}
+	s := source{conninfo: conninfo, password: cfg.Password}
+	s.hosts = append(s.hosts, fmt.Sprintf("%s:%d", cfg.Host, cfg.Port))
+	for _, f := range cfg.Fallbacks {
+		s.hosts = append(s.hosts, fmt.Sprintf("%s:%d", f.Host, f.Port))
+	}
+	params, err := conninfoParams(conninfo)
+	if err != nil {
+		return source{}, err
+	}
+	_, s.hasAppName = params["application_name"]
+	return s, nil
+}
+
+func (s source) hasHost(host string, port int) bool {
+	return slices.Contains(s.hosts, fmt.Sprintf("%s:%d", host, port))
+}
+
+// forPrograms is the connection string for pg_rewind and pg_basebackup:
+// without its password (they get it from PGPASSWORD) and with
+// application_name appName when not empty.
+func (s source) forPrograms(appName string) (string, error) {
+	add := map[string]string{}
+	if appName != "" {
+		add["application_name"] = appName
+	}
+	return rewriteConninfo(s.conninfo, []string{"password"}, add)
+}
+
+// conninfoParams returns the parameters of a libpq connection string, URL
+// or key=value; for a URL, only those of its query.
+func conninfoParams(conninfo string) (map[string]string, error) {
+	if isURL(conninfo) {
+		_, _, query := splitURL(conninfo)
+		params := map[string]string{}
+		for _, kv := range strings.Split(query, "&") {
+			if kv == "" {
+				continue
+			}
+			k, v, _ := strings.Cut(kv, "=")
+			params[k] = v
+		}
+		return params, nil
+	}
+	pairs, err := parseKeyValues(conninfo)
+	if err != nil {
+		return nil, err
+	}
+	params := map[string]string{}
+	for _, p := range pairs {
+		params[p[0]] = p[1]
+	}
+	return params, nil
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// splitURL cuts a libpq URL into scheme://, what lies between it and the
+// query (user information, hosts, database) and the query.
+func splitURL(s string) (scheme, rest, query string) {
+	i := strings.Index(s, "://") + 3
+	scheme, rest = s[:i], s[i:]
+	rest, query, _ = strings.Cut(rest, "?")
+	return scheme, rest, query
+}
+
+// rewriteConninfo drops the parameters in drop (and, for "password", a
+// URL's password) and adds those of add that are not set already.
+func rewriteConninfo(conninfo string, drop []string, add map[string]string) (string, error) {
+	if isURL(conninfo) {
+		scheme, rest, query := splitURL(conninfo)
+		// libpq: the user information ends at the first @ before any /.
+		if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' && slices.Contains(drop, "password") {
+			user, _, _ := strings.Cut(rest[:i], ":")
+			rest = user + rest[i:]
+		}
+		var kept []string
+		seen := map[string]bool{}
+		for _, kv := range strings.Split(query, "&") {
+			k, _, _ := strings.Cut(kv, "=")
+			if kv == "" || slices.Contains(drop, k) {
+				continue
+			}
+			seen[k] = true
+			kept = append(kept, kv)
+		}
+		for _, k := range sortedKeys(add) {
+			if !seen[k] {
+				kept = append(kept, k+"="+urlQueryEscape(add[k]))
+			}
+		}
+		if len(kept) == 0 {
+			return scheme + rest, nil
+		}
+		return scheme + rest + "?" + strings.Join(kept, "&"), nil
+	}
+	pairs, err := parseKeyValues(conninfo)
+	if err != nil {
+		return "", err
+	}
+	var words []string
+	seen := map[string]bool{}
+	for _, p := range pairs {
+		if slices.Contains(drop, p[0]) {
+			continue
+		}
+		seen[p[0]] = true
+		words = append(words, p[0]+"="+quoteConninfoValue(p[1]))
+	}
+	for _, k := range sortedKeys(add) {
+		if !seen[k] {
+			words = append(words, k+"="+quoteConninfoValue(add[k]))
+		}
+	}
+	return strings.Join(words, " "), nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func urlQueryEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_.~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// parseKeyValues parses a libpq key=value connection string: keywords,
+// optional spaces around =, values bare or in single quotes, with
+// backslash escapes in both.
+func parseKeyValues(s string) ([][2]string, error) {
+	var pairs [][2]string
+	i := 0
+	skip := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' || s[i] == '\v') {
+			i++
+		}
+	}
+	bad := errors.New("new primary's conninfo: not a valid key=value connection string (not shown: it may hold a password)")
+	for {
+		skip()
+		if i >= len(s) {
+			return pairs, nil
+		}
+		start := i
+		for i < len(s) && s[i] != '=' && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' {
+			i++
+		}
+		key := s[start:i]
+		skip()
+		if key == "" || i >= len(s) || s[i] != '=' {
+			return nil, bad
+		}
+		i++
+		skip()
+		var v strings.Builder
+		if i < len(s) && s[i] == '\'' {
+			i++
+			closed := false
+			for i < len(s) {
+				c := s[i]
+				if c == '\\' && i+1 < len(s) {
+					v.WriteByte(s[i+1])
+					i += 2
+					continue
+				}
+				i++
+				if c == '\'' {
+					closed = true
+					break
+				}
+				v.WriteByte(c)
+			}
+			if !closed {
+				return nil, bad
+			}
+		} else {
+			for i < len(s) && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				v.WriteByte(s[i])
+				i++
+			}
+		}
+		pairs = append(pairs, [2]string{key, v.String()})
+	}
+}
+
+// quoteConninfoValue quotes a value for a key=value connection string.
+func quoteConninfoValue(v string) string {
+	if v != "" && !strings.ContainsAny(v, " \t\n\r\f\v'\\") {
+		return v
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+}
