@@ -83,6 +83,9 @@ type Config struct {
 	Policy   Policy    `yaml:"policy"`
 	Notify   Notify    `yaml:"notify,omitempty"`
 	Report   Report    `yaml:"report,omitempty"`
+	// Runbooks extend or replace the generated failover, switchover and
+	// failback plans.
+	Runbooks Runbooks `yaml:"runbooks,omitempty"`
 
 	// file and pos are set by Parse: the file name used in errors and the
 	// line of every key path seen in the document.
@@ -187,6 +190,9 @@ type Service struct {
 	Replication *Replication      `yaml:"replication,omitempty"`
 	Version     *VersionProbe     `yaml:"version,omitempty"`
 	Sync        *FileSync         `yaml:"sync,omitempty"`
+	// Manage says, per region, how Lifeboat reaches a postgres service's
+	// server to stop, start, rewind and base-backup it (reprotect).
+	Manage map[string]PGManage `yaml:"manage,omitempty"`
 }
 
 // Health configures the probe of each endpoint.

@@ -32,6 +32,7 @@ func (c *Config) Validate() error {
 	v.policy()
 	v.notify()
 	v.report()
+	v.runbooks()
 	return v.errs.err()
 }
 
@@ -266,6 +267,7 @@ func (v *validator) services() {
 				v.errorf(vp+".header", ErrInvalid, "%q is not a header name", s.Version.Header)
 			}
 		}
+		v.manage(p, s)
 		if s.Sync != nil {
 			sp := p + ".sync"
 			if s.Kind != KindFiles {
