@@ -84,6 +84,8 @@ func newRedisNode(t testing.TB, name, bin string, acct runAs, root, password str
 		"--requirepass", password, "--masterauth", password,
 		"--logfile", filepath.Join(n.Dir, "redis.log"),
 		"--repl-ping-replica-period", "1",
+		// A replica syncs at once instead of after diskless sync's 5s wait.
+		"--repl-diskless-sync-delay", "0",
 	}, extra...)
 	t.Cleanup(func() {
 		if t.Failed() {
