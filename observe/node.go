@@ -44,9 +44,14 @@ type Node struct {
 	logger   *slog.Logger
 	start    time.Time
 
-	checker  *health.Checker
+	checker *health.Checker
+	// smu guards sources, openers and active: SetActive rebuilds the
+	// replication monitors from the new primaries.
+	smu      sync.RWMutex
 	sources  map[string]replication.Source
 	openers  []component
+	active   string
+	files    map[string]replication.Source
 	closers  []func()
 	versions *versionPoller
 	regions  *health.RegionTracker
@@ -112,6 +117,8 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		logger:   logger,
 		start:    time.Now(),
 		sources:  map[string]replication.Source{},
+		active:   cfg.ActiveRegion(),
+		files:    opts.FileSources,
 		client:   &http.Client{Transport: probe.NewTransport(), CheckRedirect: noRedirect},
 	}
 	n.regions = health.NewRegionTracker(cfg, n.start)
@@ -146,7 +153,7 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 				Fall: h.Fall, Rise: h.Rise,
 			})
 		}
-		if err := n.addSource(s, opts.FileSources); err != nil {
+		if err := n.addSource(s, n.active, opts.FileSources); err != nil {
 			return nil, err
 		}
 	}
@@ -174,32 +181,40 @@ func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastRe
 
 // prober makes the probe of one endpoint for its kind.
 func (n *Node) prober(s *config.Service, ep string) (health.Prober, error) {
+	p, closer, err := NewProber(n.client, s, ep)
+	if closer != nil {
+		n.closers = append(n.closers, closer)
+	}
+	return p, err
+}
+
+// NewProber makes the probe of one endpoint of s for its kind; close,
+// when not nil, releases its connections.
+func NewProber(client *http.Client, s *config.Service, ep string) (p health.Prober, close func(), err error) {
 	switch s.Kind {
 	case config.KindHTTP:
-		return probe.NewHTTP(n.client, ep, s.Health)
+		p, err := probe.NewHTTP(client, ep, s.Health)
+		return p, nil, err
 	case config.KindTCP:
-		return probe.NewTCP(ep), nil
+		return probe.NewTCP(ep), nil, nil
 	case config.KindPostgres:
 		p := postgres.NewProber(ep)
-		n.closers = append(n.closers, p.Close)
-		return p, nil
+		return p, p.Close, nil
 	case config.KindRedis:
 		p, err := redis.NewProber(ep)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		n.closers = append(n.closers, func() { p.Close() })
-		return p, nil
+		return p, func() { p.Close() }, nil
 	case config.KindFiles:
-		return files.NewProber(ep), nil
+		return files.NewProber(ep), nil, nil
 	}
-	return nil, fmt.Errorf("kind %q has no probe", s.Kind)
+	return nil, nil, fmt.Errorf("kind %q has no probe", s.Kind)
 }
 
 // addSource makes the replication monitor of a data service, from the
 // active region to every other non-witness region.
-func (n *Node) addSource(s *config.Service, fileSources map[string]replication.Source) error {
-	active := n.cfg.ActiveRegion()
+func (n *Node) addSource(s *config.Service, active string, fileSources map[string]replication.Source) error {
 	primary, ok := s.Endpoints[active]
 	if !ok || !s.IsData() {
 		return nil
@@ -254,7 +269,10 @@ func (n *Node) Open() error {
 		return errors.New("observe: already open")
 	}
 	var started []component
-	for _, c := range append([]component{n.checker, n.versions}, n.openers...) {
+	n.smu.RLock()
+	openers := append([]component{n.checker, n.versions}, n.openers...)
+	n.smu.RUnlock()
+	for _, c := range openers {
 		if err := c.Open(); err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			for _, s := range started {
@@ -276,7 +294,10 @@ func (n *Node) Close(ctx context.Context) error {
 	defer n.mu.Unlock()
 	var errs []error
 	if n.opened {
-		for _, c := range append([]component{n.checker, n.versions}, n.openers...) {
+		n.smu.RLock()
+		openers := append([]component{n.checker, n.versions}, n.openers...)
+		n.smu.RUnlock()
+		for _, c := range openers {
 			if err := c.Close(ctx); err != nil {
 				errs = append(errs, err)
 			}
@@ -336,14 +357,20 @@ type EndpointStatus struct {
 func (n *Node) Status() Status {
 	now := time.Now()
 	verdicts := n.Verdicts()
-	active := n.cfg.ActiveRegion()
 	versions := n.versions.snapshot()
 	lags := map[string][]replication.Lag{}
+	n.smu.RLock()
+	active := n.active
+	measured := map[string]bool{}
+	for name := range n.sources {
+		measured[name] = true
+	}
 	for name, src := range n.sources {
 		l := append([]replication.Lag(nil), src.Lag()...)
 		sort.Slice(l, func(i, j int) bool { return l[i].Region < l[j].Region })
 		lags[name] = l
 	}
+	n.smu.RUnlock()
 	st := Status{
 		Cluster:      n.cfg.Cluster.Name,
 		Observer:     n.observer,
@@ -382,7 +409,7 @@ func (n *Node) Status() Status {
 		st.Services = append(st.Services, ss)
 		if s.IsData() {
 			e := replication.Evaluate(s.Name, lags[s.Name], n.cfg.Policy.RPO.D())
-			if _, measured := n.sources[s.Name]; !measured {
+			if !measured[s.Name] {
 				e.Reason = "no replication source for this files service: the file sync engine reports it"
 			}
 			st.Exposure = append(st.Exposure, e)
