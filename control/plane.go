@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
@@ -47,6 +48,9 @@ type Plane struct {
 	quorum   *Quorum
 	ttl      time.Duration
 	logger   *slog.Logger
+
+	stopAck context.CancelFunc
+	ackWG   sync.WaitGroup
 
 	mu     sync.Mutex // guards events against Record after Close
 	events chan Event
@@ -106,6 +110,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		defer p.wg.Done()
 		p.publish(events)
 	}()
+	actx, acancel := context.WithCancel(context.Background())
+	p.stopAck = acancel
+	p.ackWG.Go(func() { p.ack(actx) })
 	logger.Info("control plane open", "node", opts.Node, "etcd", endpoints, "active", st.Active, "epoch", st.Epoch)
 	return p, nil
 }
@@ -168,6 +175,10 @@ func (p *Plane) Close(ctx context.Context) error {
 	}
 	if p.quorum != nil {
 		errs = append(errs, p.quorum.Close(ctx))
+	}
+	if p.stopAck != nil {
+		p.stopAck()
+		errs = append(errs, lifecycle.Wait(ctx, &p.ackWG))
 	}
 	if p.cache != nil {
 		errs = append(errs, p.cache.Close(ctx))

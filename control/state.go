@@ -50,9 +50,10 @@ func NewStateCache(store *Store, initial traffic.State, staleAfter time.Duration
 func (c *StateCache) Open() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.watch(ctx) }()
 	go func() { defer c.wg.Done(); c.confirm(ctx) }()
+	go func() { defer c.wg.Done(); c.watchdog(ctx) }()
 	return nil
 }
 
@@ -106,7 +107,8 @@ func (c *StateCache) markConfirmed() {
 }
 
 // confirm reads the state with a linearizable read several times per
-// staleAfter; a node that cannot for staleAfter marks its state NoQuorum.
+// staleAfter. A read may take longer than staleAfter (a slow store is not
+// a lost quorum): it confirms the state as of when it was sent.
 func (c *StateCache) confirm(ctx context.Context) {
 	every := c.staleAfter / 4
 	t := time.NewTicker(every)
@@ -117,31 +119,46 @@ func (c *StateCache) confirm(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		// A read may take up to staleAfter (a slow store is not a lost
-		// quorum); it confirms the state as of when it was sent.
 		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, c.staleAfter)
 		st, _, err := c.store.LoadState(rctx)
 		cancel()
-		cur := c.Current()
-		if err == nil {
-			c.mu.Lock()
-			if sent.After(c.confirmed) {
-				c.confirmed = sent
-			}
-			c.mu.Unlock()
-			if cur.NoQuorum {
-				c.logger.Info("quorum reached again: routing writes")
-			}
-			st.NoQuorum = false
-			c.apply(st)
+		if err != nil {
 			continue
+		}
+		c.mu.Lock()
+		if sent.After(c.confirmed) {
+			c.confirmed = sent
+		}
+		c.mu.Unlock()
+		if time.Since(sent) > c.staleAfter {
+			continue // confirmed too long ago to route writes by
+		}
+		if c.Current().NoQuorum {
+			c.logger.Info("quorum reached again: routing writes")
+		}
+		st.NoQuorum = false
+		c.apply(st)
+	}
+}
+
+// watchdog marks the state NoQuorum as soon as it has gone unconfirmed
+// for staleAfter, whatever the reads in flight: the fence delay of a
+// promotion counts on this bound.
+func (c *StateCache) watchdog(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 		c.mu.Lock()
 		lost := time.Since(c.confirmed) > c.staleAfter
 		c.mu.Unlock()
-		if lost && !cur.NoQuorum {
-			c.logger.Warn("no quorum: serving reads from the last known state, refusing writes", "err", err)
+		if cur := c.Current(); lost && !cur.NoQuorum {
+			c.logger.Warn("no quorum: serving reads from the last known state, refusing writes", "unconfirmed_for", c.staleAfter)
 			cur.NoQuorum = true
 			c.apply(cur)
 		}

@@ -171,6 +171,8 @@ type Event struct {
 	Service string    `json:"service,omitempty"`
 	Region  string    `json:"region,omitempty"`
 	Epoch   uint64    `json:"epoch,omitempty"`
+	Run     string    `json:"run,omitempty"`
+	Step    string    `json:"step,omitempty"`
 	Message string    `json:"message"`
 }
 

@@ -1,0 +1,237 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lifeboat-dr/lifeboat/runbook"
+	"github.com/lifeboat-dr/lifeboat/traffic"
+)
+
+// Keys of runs, under the cluster's prefix:
+//
+//	runs/<id>                the run (JSON runbook.Run)
+//	run-lock                 the id of the active run: one run at a time
+//	approvals/<id>/<step>    an approval (JSON runbook.Approval)
+
+// Runs is the run store on etcd. Saving a run's progress is fenced by
+// the leader's election key: a node that lost leadership cannot write.
+type Runs struct {
+	store   *Store
+	elector *Elector
+}
+
+var _ runbook.Store = (*Runs)(nil)
+
+// Runs returns the run store.
+func (p *Plane) Runs() *Runs { return &Runs{store: p.store, elector: p.elector} }
+
+// CreateRun stores a new run and takes the lock, unless a run holds it.
+func (r *Runs) CreateRun(ctx context.Context, run *runbook.Run) error {
+	b, err := json.Marshal(run)
+	if err != nil {
+		return err
+	}
+	lock := r.store.key("run-lock")
+	resp, err := r.store.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(lock), "=", 0)).
+		Then(clientv3.OpPut(lock, run.ID), clientv3.OpPut(r.store.key("runs/"+run.ID), string(b))).
+		Else(clientv3.OpGet(lock)).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		active := ""
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			active = string(kvs[0].Value)
+		}
+		return fmt.Errorf("%w: run %s", runbook.ErrBusy, active)
+	}
+	return nil
+}
+
+// SaveRun writes a run's progress if this node still leads; a terminal
+// run releases the lock in the same transaction.
+func (r *Runs) SaveRun(ctx context.Context, run *runbook.Run) error {
+	f, ok := r.elector.Leading()
+	if !ok {
+		return runbook.ErrNotLeader
+	}
+	b, err := json.Marshal(run)
+	if err != nil {
+		return err
+	}
+	lock := r.store.key("run-lock")
+	ops := []clientv3.Op{clientv3.OpPut(r.store.key("runs/"+run.ID), string(b))}
+	conds := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.Rev)}
+	if runbook.Terminal(run.Status) {
+		conds = append(conds, clientv3.Compare(clientv3.Value(lock), "=", run.ID))
+		ops = append(ops, clientv3.OpDelete(lock))
+	}
+	resp, err := r.store.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		if runbook.Terminal(run.Status) {
+			// The lock may already be gone (a save repeated after a
+			// leader change): save without it, still fenced.
+			resp, err = r.store.cli.Txn(ctx).If(conds[0]).Then(ops[0]).Commit()
+			if err != nil {
+				return err
+			}
+			if resp.Succeeded {
+				return nil
+			}
+		}
+		return runbook.ErrNotLeader
+	}
+	return nil
+}
+
+// GetRun reads one run.
+func (r *Runs) GetRun(ctx context.Context, id string) (*runbook.Run, error) {
+	resp, err := r.store.cli.Get(ctx, r.store.key("runs/"+id))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%w: %s", runbook.ErrNotFound, id)
+	}
+	return decodeRun(resp.Kvs[0].Value)
+}
+
+func decodeRun(b []byte) (*runbook.Run, error) {
+	var run runbook.Run
+	if err := json.Unmarshal(b, &run); err != nil {
+		return nil, fmt.Errorf("control: run in the store is corrupt: %w", err)
+	}
+	return &run, nil
+}
+
+// ListRuns returns every run, newest first (ids sort by creation time).
+func (r *Runs) ListRuns(ctx context.Context) ([]*runbook.Run, error) {
+	resp, err := r.store.cli.Get(ctx, r.store.key("runs/"), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*runbook.Run, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		run, err := decodeRun(kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, run)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID > out[j].ID })
+	return out, nil
+}
+
+// ActiveRun returns the run holding the lock, or nil.
+func (r *Runs) ActiveRun(ctx context.Context) (*runbook.Run, error) {
+	resp, err := r.store.cli.Get(ctx, r.store.key("run-lock"))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	run, err := r.GetRun(ctx, string(resp.Kvs[0].Value))
+	if errors.Is(err, runbook.ErrNotFound) {
+		return nil, fmt.Errorf("control: the run lock names run %s, which does not exist", resp.Kvs[0].Value)
+	}
+	return run, err
+}
+
+// Approve records an approval; the first one stands.
+func (r *Runs) Approve(ctx context.Context, runID, step string, a runbook.Approval) error {
+	b, _ := json.Marshal(a)
+	k := r.store.key("approvals/" + runID + "/" + step)
+	_, err := r.store.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(b))).Commit()
+	return err
+}
+
+// Approval reads a step's approval, or nil.
+func (r *Runs) Approval(ctx context.Context, runID, step string) (*runbook.Approval, error) {
+	resp, err := r.store.cli.Get(ctx, r.store.key("approvals/"+runID+"/"+step))
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, err
+	}
+	var a runbook.Approval
+	if err := json.Unmarshal(resp.Kvs[0].Value, &a); err != nil {
+		return nil, fmt.Errorf("control: approval of %s/%s is corrupt: %w", runID, step, err)
+	}
+	return &a, nil
+}
+
+// Traffic is the routing state as the runbook actions change it, fenced
+// by this node's leadership.
+type Traffic struct{ p *Plane }
+
+var _ runbook.Traffic = Traffic{}
+
+// Traffic returns the routing-state changer for runbooks.
+func (p *Plane) Traffic() Traffic { return Traffic{p: p} }
+
+// State reads the state from the store (linearizable).
+func (t Traffic) State(ctx context.Context) (traffic.State, error) {
+	st, _, err := t.p.store.LoadState(ctx)
+	return st, err
+}
+
+// SetHold holds or releases the data plane.
+func (t Traffic) SetHold(ctx context.Context, held bool) (traffic.State, error) {
+	f, ok := t.p.elector.Leading()
+	if !ok {
+		return traffic.State{}, ErrNotLeader
+	}
+	return t.p.store.SetHold(ctx, f, held)
+}
+
+// Switch commits region as active with a new epoch.
+func (t Traffic) Switch(ctx context.Context, region string) (traffic.State, error) {
+	f, ok := t.p.elector.Leading()
+	if !ok {
+		return traffic.State{}, ErrNotLeader
+	}
+	return t.p.store.SwitchActive(ctx, f, region)
+}
+
+// Event types of runs.
+const (
+	EventRun  = "run"  // a run started, ended, was resumed
+	EventStep = "step" // a step started or ended, was approved
+	// EventDecision: the automatic decision declined to act, and why.
+	EventDecision = "decision"
+)
+
+// FenceDelay is how long after an epoch commits every data-plane node
+// either routes by it or has stopped routing writes: half the lease
+// (after which a node that cannot confirm the state refuses writes) plus
+// a margin.
+func (p *Plane) FenceDelay() time.Duration { return p.ttl/2 + 250*time.Millisecond }
+
+// RunEvent records a run's event in the stream.
+func (p *Plane) RunEvent(r *runbook.Run, s *runbook.StepRun, msg string) {
+	e := Event{Type: EventRun, Run: r.ID, Message: msg, Epoch: r.Epoch}
+	if s != nil {
+		e.Type, e.Step = EventStep, s.Name
+		e.Service, e.Region = s.Args["service"], s.Args["region"]
+	}
+	p.Record(e)
+}
+
+// Endpoints are the etcd client URLs of this node's embedded member (nil
+// when the node uses an external cluster).
+func (p *Plane) Endpoints() []string {
+	if p.embedded == nil {
+		return nil
+	}
+	return p.embedded.Endpoints()
+}
