@@ -58,6 +58,8 @@ type Config struct {
 	// Control, when set, adds the control plane to the status and serves
 	// the events.
 	Control ControlSource
+	// Runs, when set, serves the runs: list, show, start, approve.
+	Runs *Runs
 	// Gatherer serves /metrics; nil serves none.
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -95,6 +97,12 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/status", s.status)
 	mux.HandleFunc("GET /api/v1/events", s.events)
+	if s.cfg.Runs != nil {
+		mux.HandleFunc("GET /api/v1/runs", s.listRuns)
+		mux.HandleFunc("POST /api/v1/runs", s.createRun)
+		mux.HandleFunc("GET /api/v1/runs/{id}", s.showRun)
+		mux.HandleFunc("POST /api/v1/runs/{id}/approve", s.approveRun)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/lifeboat-dr/lifeboat/runbook"
+
 	"context"
 	"io"
 	"strings"
@@ -56,6 +58,32 @@ Everything is described in one topology file, lifeboat.yaml.`,
 		a.serveCommand(),
 		a.statusCommand(),
 		a.eventsCommand(),
+		a.runCommand(runbook.KindFailover, "Fail over to a standby region (unplanned: the active region is lost)",
+			`Failover makes --to the active region when the active one is lost: it checks
+the target is ready (lag within max_lag_on_failover, unless --force), holds new
+requests, fences what it can reach of the old region, commits a new epoch (the
+fence every data plane obeys), promotes the target's databases and caches,
+releases traffic to it and verifies. It prints the run id and follows the run
+until it ends (exit 0 on success), unless --no-wait.`,
+			`  lifeboat failover --to west --dry-run
+  lifeboat failover --to west --yes
+  lifeboat failover --to west --yes --force --reason "east unreachable for 10m"`),
+		a.runCommand(runbook.KindSwitchover, "Move the active region on purpose, losing nothing",
+			`Switchover is the planned move: hold new requests, fence the active region's
+databases, wait until the target has replayed everything, commit the new epoch,
+promote, release, then make the old primaries standbys of the new ones. Nothing
+acknowledged is lost; requests wait during the hold instead of failing.`,
+			`  lifeboat switchover --to west
+  lifeboat switchover --to west --dry-run --server http://10.0.0.5:7480`),
+		a.runCommand(runbook.KindFailback, "Move back to the preferred region after a failover",
+			`Failback brings the preferred region (the configured active one, or --to)
+back: its old primaries become standbys of the active region (pg_rewind, or a
+base backup when rewind cannot; the divergent WAL is recorded in the run), they
+catch up, then a switchover moves traffic back.`,
+			`  lifeboat failback
+  lifeboat failback --to east --dry-run`),
+		a.runsCommand(),
+		a.approveCommand(),
 	)
 	return root
 }

@@ -20,7 +20,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/health"
+	"github.com/lifeboat-dr/lifeboat/kube"
 	"github.com/lifeboat-dr/lifeboat/observe"
+	"github.com/lifeboat-dr/lifeboat/runbook"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
@@ -179,6 +181,18 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		node.Close(closeCtx)
 		return err
 	}
+	// The leader executes runs and makes the automatic decision; every
+	// node follows the active region in its replication monitors.
+	lags := runbook.NewLagMemory()
+	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
+	executor := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: lags,
+		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Logger: logger, Kube: kubeScaler})
+	decider := runbook.NewDecider(runbook.DeciderOptions{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: lags,
+		Leading: leading, Started: func(*runbook.Run) { executor.Kick() }, Logger: logger,
+		Notice: func(msg string) { cp.Record(control.Event{Type: control.EventDecision, Message: msg}) }})
+	stopFollow := followActive(cp.State(), node, lags, logger)
+	executor.Open()
+	decider.Open()
 	// The data plane routes from the control plane's state (static
 	// stability: the last known state when the store is unreachable).
 	router := traffic.NewRouter(cfg, cp.State(), node, 0)
@@ -189,7 +203,8 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	}
 	var srv *api.Server
 	if err == nil {
-		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger})
+		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger,
+			Runs: &api.Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: lags, Started: func(*runbook.Run) { executor.Kick() }}})
 		err = srv.Open()
 	}
 	if err != nil {
@@ -199,6 +214,9 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 			plane.Close(closeCtx)
 		}
 		router.Close(closeCtx)
+		decider.Close(closeCtx)
+		executor.Close(closeCtx)
+		stopFollow()
 		cp.Close(closeCtx)
 		node.Close(closeCtx)
 		return err
@@ -224,6 +242,9 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		logger.Warn("data plane close", "err", err)
 	}
 	router.Close(closeCtx)
+	decider.Close(closeCtx)
+	executor.Close(closeCtx)
+	stopFollow()
 	if err := cp.Close(closeCtx); err != nil {
 		logger.Warn("control plane close", "err", err)
 	}
@@ -231,4 +252,65 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		logger.Warn("observe close", "err", err)
 	}
 	return serveErr
+}
+
+// followActive points the node's replication monitors at the active
+// region of the routing state whenever it changes. It returns the
+// function that stops following.
+func followActive(src traffic.StateSource, node *observe.Node, lags *runbook.LagMemory, logger *slog.Logger) func() {
+	ch, unsubscribe := src.Subscribe()
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	follow := func() {
+		active := src.Current().Active
+		if active == "" || active == node.Active() {
+			return
+		}
+		lags.Forget()
+		if err := node.SetActive(active); err != nil {
+			logger.Warn("follow the active region", "active", active, "err", err)
+		}
+	}
+	go func() {
+		defer close(stopped)
+		follow()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ch:
+				follow()
+			}
+		}
+	}()
+	return func() {
+		unsubscribe()
+		close(done)
+		<-stopped
+	}
+}
+
+// kubeScaler is the Kubernetes access of kubernetes.scale steps: the
+// kube context named by the step, from the default kubeconfig (KUBECONFIG
+// or ~/.kube/config).
+func kubeScaler(kubeContext string) (runbook.Scaler, error) {
+	s, err := kube.FromKubeconfig("", kubeContext)
+	if err != nil {
+		return nil, err
+	}
+	return scaler{s}, nil
+}
+
+// scaler adapts kube.Scaler to the runbook's Scaler.
+type scaler struct{ s *kube.Scaler }
+
+func (a scaler) Scale(ctx context.Context, kind, namespace, name string, replicas int32, wait bool) (string, error) {
+	res, err := a.s.Scale(ctx, kind, namespace, name, replicas, wait)
+	if err != nil {
+		return "", err
+	}
+	if res.Already {
+		return fmt.Sprintf("%s %s/%s already at %d replicas (%d ready)", kind, namespace, name, res.To, res.Ready), nil
+	}
+	return fmt.Sprintf("%s %s/%s scaled %d → %d (%d ready)", kind, namespace, name, res.From, res.To, res.Ready), nil
 }

@@ -77,27 +77,7 @@ traffic:
 	}
 	env := map[string]string{"DB_PASSWORD": pg.Primary.Password}
 
-	var stdout, stderr syncBuffer
-	a := newApp(&stdout, &stderr)
-	a.lookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	dataDir := t.TempDir()
-	go func() { done <- a.run(ctx, []string{"serve", "-c", path, "--node", "east-1", "--data-dir", dataDir}) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("serve did not stop within 15s of its context")
-		}
-		if strings.Contains(stderr.String(), pg.Primary.Password) {
-			t.Error("serve logged the database password")
-		}
-	}()
+	stderr := serving(t, env, pg.Primary.Password, "-c", path, "--node", "east-1", "--data-dir", t.TempDir())
 
 	server := fmt.Sprintf("http://127.0.0.1:%d", port)
 	var table string
@@ -176,6 +156,34 @@ traffic:
 	if _, errs, code := run(t, env, "status", "-c", path); code != 0 {
 		t.Errorf("status -c: exit %d: %s", code, errs)
 	}
+}
+
+// serving runs lifeboat serve in-process with args until the test ends,
+// then checks it stopped cleanly and never logged secret. It returns its
+// stderr.
+func serving(t *testing.T, env map[string]string, secret string, args ...string) *syncBuffer {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	a := newApp(&stdout, &stderr)
+	a.lookupEnv = func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx, append([]string{"serve"}, args...)) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop within 15s of its context")
+		}
+		if secret != "" && strings.Contains(stderr.String(), secret) {
+			t.Error("serve logged a secret")
+		}
+	})
+	return &stderr
 }
 
 func requireKeys(t *testing.T, where string, v any, keys ...string) {

@@ -1,0 +1,259 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/runbook"
+	"github.com/lifeboat-dr/lifeboat/traffic"
+)
+
+// Runs is what the API needs to plan, start, show and approve runs.
+type Runs struct {
+	Config *config.Config
+	Store  runbook.Store
+	// State is the routing state: the active region a run starts from.
+	State traffic.StateSource
+	Lags  *runbook.LagMemory
+	// Started is called after a run is created (to wake the executor).
+	Started func(*runbook.Run)
+}
+
+// RunRequest is the body of POST /api/v1/runs.
+type RunRequest struct {
+	// Kind is failover, switchover or failback.
+	Kind string `json:"kind"`
+	// To is the region to make active; for failback it defaults to the
+	// most preferred region.
+	To     string `json:"to"`
+	Force  bool   `json:"force"`
+	DryRun bool   `json:"dry_run"`
+	Reason string `json:"reason"`
+}
+
+// DryRunResponse is the answer to a dry run: the plan, as data and as
+// text, and the pre-checks.
+type DryRunResponse struct {
+	Plan   *runbook.Plan   `json:"plan"`
+	Text   string          `json:"text"`
+	Checks []runbook.Check `json:"checks"`
+}
+
+// ApproveRequest is the body of POST /api/v1/runs/{id}/approve.
+type ApproveRequest struct {
+	Step string `json:"step"`
+}
+
+// caller is who called: a configured token's name and role, or the local
+// operator when no token is configured (the API then listens on loopback).
+type caller struct {
+	name, role string
+}
+
+// authenticate checks the bearer token of a mutating call; minRole is
+// operator or admin.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, minRole string) (caller, bool) {
+	cfg := s.cfg.Runs.Config
+	if len(cfg.API.Tokens) == 0 {
+		return caller{name: "local", role: config.TokenAdmin}, true
+	}
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lifeboat"`)
+		writeError(w, http.StatusUnauthorized, "this call needs a bearer token (Authorization: Bearer <token>)")
+		return caller{}, false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	hexSum := hex.EncodeToString(sum[:])
+	for _, t := range cfg.API.Tokens {
+		if subtle.ConstantTimeCompare([]byte(hexSum), []byte(t.SHA256)) == 1 {
+			if rank(t.Role) < rank(minRole) {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has role %s; this call needs %s", t.Name, t.Role, minRole))
+				return caller{}, false
+			}
+			return caller{name: t.Name, role: t.Role}, true
+		}
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="lifeboat", error="invalid_token"`)
+	writeError(w, http.StatusUnauthorized, "the bearer token matches no configured token")
+	return caller{}, false
+}
+
+func rank(role string) int {
+	switch role {
+	case config.TokenViewer:
+		return 1
+	case config.TokenOperator:
+		return 2
+	case config.TokenAdmin:
+		return 3
+	}
+	return 0
+}
+
+// decodeBody reads a JSON body strictly: unknown fields are errors.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.cfg.Runs.Store.ListRuns(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+		return
+	}
+	for _, run := range runs {
+		s.redactRun(run)
+	}
+	writeJSON(w, http.StatusOK, runs)
+}
+
+func (s *Server) showRun(w http.ResponseWriter, r *http.Request) {
+	run, err := s.cfg.Runs.Store.GetRun(r.Context(), r.PathValue("id"))
+	if errors.Is(err, runbook.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q (see GET /api/v1/runs)", r.PathValue("id")))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+		return
+	}
+	s.redactRun(run)
+	writeJSON(w, http.StatusOK, run)
+}
+
+// redactRun scrubs secrets from the arguments and texts of a run.
+func (s *Server) redactRun(run *runbook.Run) {
+	redact := s.cfg.Runs.Config.Redact
+	for _, st := range append(append([]*runbook.StepRun(nil), run.Steps...), run.Rollback...) {
+		for k, v := range st.Args {
+			st.Args[k] = config.RedactURL(redact(v))
+		}
+		st.Output, st.Error = redact(st.Output), redact(st.Error)
+	}
+	run.Error, run.Reason = redact(run.Error), redact(run.Reason)
+}
+
+func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
+	who, ok := s.authenticate(w, r, config.TokenOperator)
+	if !ok {
+		return
+	}
+	var req RunRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	rs := s.cfg.Runs
+	st := rs.State.Current()
+	if req.Kind == runbook.KindFailback && req.To == "" {
+		req.To = rs.Config.ActiveRegion()
+	}
+	if req.To == "" {
+		writeError(w, http.StatusBadRequest, "to: the region to make active is required")
+		return
+	}
+	plan, err := runbook.Generate(rs.Config, runbook.Request{Kind: req.Kind, From: st.Active, To: req.To, Forced: req.Force, Severity: "manual"})
+	if err != nil {
+		writeError(w, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "runbook: "))
+		return
+	}
+	if req.DryRun {
+		var text bytes.Buffer
+		plan.WriteText(&text, rs.Config)
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		checks := runbook.PreCheck(ctx, rs.Config, plan, s.cfg.Status.Status(), rs.Lags, &http.Client{Timeout: 5 * time.Second})
+		writeJSON(w, http.StatusOK, DryRunResponse{Plan: plan, Text: text.String(), Checks: checks})
+		return
+	}
+	if st.NoQuorum {
+		writeError(w, http.StatusServiceUnavailable, "this node cannot reach a quorum of the control plane: ask a node that can")
+		return
+	}
+	run := runbook.NewRun(plan, runbook.TriggerManual, who.name, req.Reason, time.Now())
+	run.StartEpoch = st.Epoch
+	if err := rs.Store.CreateRun(r.Context(), run); err != nil {
+		if errors.Is(err, runbook.ErrBusy) {
+			writeError(w, http.StatusConflict, strings.TrimPrefix(err.Error(), "runbook: ")+" (one run at a time; wait for it or see GET /api/v1/runs)")
+			return
+		}
+		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+		return
+	}
+	s.logger.Info("run created", "run", run.ID, "kind", run.Kind, "from", run.From, "to", run.To, "by", who.name)
+	if rs.Started != nil {
+		rs.Started(run)
+	}
+	s.redactRun(run)
+	writeJSON(w, http.StatusCreated, run)
+}
+
+func (s *Server) approveRun(w http.ResponseWriter, r *http.Request) {
+	who, ok := s.authenticate(w, r, config.TokenOperator)
+	if !ok {
+		return
+	}
+	var req ApproveRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	id := r.PathValue("id")
+	run, err := s.cfg.Runs.Store.GetRun(r.Context(), id)
+	if errors.Is(err, runbook.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q", id))
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+		return
+	}
+	if req.Step == "" {
+		for _, st := range run.Steps {
+			if st.Status == runbook.StatusWaitingApproval {
+				req.Step = st.Name
+			}
+		}
+	}
+	step := run.Step(req.Step)
+	switch {
+	case req.Step == "":
+		writeError(w, http.StatusConflict, fmt.Sprintf("run %s has no step waiting for approval", id))
+		return
+	case step == nil:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("run %s has no step %q", id, req.Step))
+		return
+	case step.Approve == "":
+		writeError(w, http.StatusConflict, fmt.Sprintf("step %s needs no approval", req.Step))
+		return
+	case runbook.Terminal(run.Status):
+		writeError(w, http.StatusConflict, fmt.Sprintf("run %s has ended (%s)", id, run.Status))
+		return
+	case rank(who.role) < rank(step.Approve):
+		writeError(w, http.StatusForbidden, fmt.Sprintf("step %s needs the approval of a %s; token %q is a %s", req.Step, step.Approve, who.name, who.role))
+		return
+	}
+	a := runbook.Approval{By: who.name, Role: who.role, At: time.Now().UTC()}
+	if err := s.cfg.Runs.Store.Approve(r.Context(), id, req.Step, a); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "approve: "+err.Error())
+		return
+	}
+	s.logger.Info("step approved", "run", id, "step", req.Step, "by", who.name)
+	writeJSON(w, http.StatusOK, map[string]any{"run": id, "step": req.Step, "approved_by": a.By, "at": a.At})
+}
