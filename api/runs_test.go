@@ -45,7 +45,7 @@ services:
       east: postgres://lifeboat:${DB_PASSWORD}@127.0.0.1:1/postgres
       west: postgres://lifeboat:${DB_PASSWORD}@127.0.0.1:2/postgres
 `, sha("view-token"), sha("ops-token")))
-	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir()})
+	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ services:
   - {name: web, kind: http, endpoints: {east: "http://127.0.0.1:1", west: "http://127.0.0.1:2"}}
 `)
 	ctx := t.Context()
-	p, err := Open(ctx, cfg, Options{Node: "n1", DataDir: t.TempDir()})
+	p, err := Open(ctx, cfg, Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
 	if err != nil {
 		t.Fatal(err)
 	}

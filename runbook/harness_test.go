@@ -91,7 +91,7 @@ policy:
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx := t.Context()
-	cp, err := control.Open(ctx, cfg, control.Options{Node: "n1", DataDir: t.TempDir(), Logger: logger})
+	cp, err := control.Open(ctx, cfg, control.Options{Node: "n1", DataDir: t.TempDir(), Logger: logger, EtcdLogLevel: "fatal"})
 	if err != nil {
 		t.Fatal(err)
 	}

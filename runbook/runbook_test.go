@@ -245,7 +245,7 @@ func TestRunResumesOnNewLeader(t *testing.T) {
 	// The first node's executor dies with its leadership after the switch.
 	h.exec.Close(t.Context())
 	ctx := t.Context()
-	cp2, err := control.Open(ctx, h.cfg, control.Options{Node: "n2", Endpoints: h.cp.Endpoints()})
+	cp2, err := control.Open(ctx, h.cfg, control.Options{Node: "n2", Endpoints: h.cp.Endpoints(), EtcdLogLevel: "fatal"})
 	if err != nil {
 		t.Fatal(err)
 	}
