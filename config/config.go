@@ -320,7 +320,19 @@ type Policy struct {
 	// MaxAutoFailovers within FailoverWindow. Default 1 per 24h.
 	MaxAutoFailovers int      `yaml:"max_auto_failovers"`
 	FailoverWindow   Duration `yaml:"failover_window"`
+	// AutoSeverity is the least severe outage that failover: auto acts on
+	// alone: major (a critical service of the active region is down) or
+	// critical (every critical service of it is down: the region is gone).
+	// A less severe outage raises a failover that waits for approval.
+	// Default major.
+	AutoSeverity string `yaml:"auto_severity"`
 }
+
+// Outage severities, least severe first.
+const (
+	SeverityMajor    = "major"
+	SeverityCritical = "critical"
+)
 
 // Notify lists where notifications go.
 type Notify struct {
@@ -376,6 +388,7 @@ func DefaultConfig() *Config {
 			Cooldown:         Duration(time.Hour),
 			MaxAutoFailovers: 1,
 			FailoverWindow:   Duration(24 * time.Hour),
+			AutoSeverity:     SeverityMajor,
 		},
 	}
 }

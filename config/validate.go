@@ -558,6 +558,7 @@ func (v *validator) policy() {
 		v.errorf("policy.rto", ErrInvalid, "must be above 0")
 	}
 	v.oneOf("policy.failover", p.Failover, FailoverAuto, FailoverManual)
+	v.oneOf("policy.auto_severity", p.AutoSeverity, SeverityMajor, SeverityCritical)
 	if p.MaxAutoFailovers < 0 {
 		v.errorf("policy.max_auto_failovers", ErrInvalid, "%d is negative", p.MaxAutoFailovers)
 	}

@@ -328,10 +328,23 @@ func switchTraffic(ctx context.Context, x *execution, s *StepRun) (string, error
 	return fmt.Sprintf("epoch %d: active %s", st.Epoch, st.Active), nil
 }
 
+// pgFence makes the old primary refuse writes; with args.mode "stop" it
+// stops the server through its manage entry instead.
 func pgFence(ctx context.Context, x *execution, s *StepRun) (string, error) {
-	_, dsn, err := x.endpoint(s, s.Args["region"])
+	svc, dsn, err := x.endpoint(s, s.Args["region"])
 	if err != nil {
 		return "", err
+	}
+	if s.Args["mode"] == "stop" {
+		m, ok := svc.Manage[s.Args["region"]]
+		if !ok {
+			return "", fmt.Errorf("mode stop: service %s has no manage entry for region %s", svc.Name, s.Args["region"])
+		}
+		h := postgres.Host{DataDir: m.DataDir, OSUser: m.OSUser, BinDir: m.BinDir, Command: m.Command}
+		if err := h.Stop(ctx, "fast"); err != nil {
+			return "", err
+		}
+		return "stopped (pg_ctl stop -m fast)", nil
 	}
 	res, err := postgres.Fence(ctx, dsn)
 	if err != nil {

@@ -174,8 +174,9 @@ func (d *Decider) Decide(ctx context.Context) (*Run, error) {
 		d.refuse(fmt.Sprintf("region %s is down but %d automatic failovers already ran within %s (policy.max_auto_failovers %d)", st.Active, count, p.FailoverWindow, p.MaxAutoFailovers))
 		return nil, nil
 	}
-	req := Request{Kind: KindFailover, From: st.Active, To: target, Severity: "critical"}
-	if p.Failover != config.FailoverAuto {
+	severity := outageSeverity(cfg, status, st.Active)
+	req := Request{Kind: KindFailover, From: st.Active, To: target, Severity: severity}
+	if p.Failover != config.FailoverAuto || (p.AutoSeverity == config.SeverityCritical && severity != config.SeverityCritical) {
 		req.Approve = config.TokenOperator
 	}
 	plan, err := Generate(cfg, req)
@@ -192,6 +193,22 @@ func (d *Decider) Decide(ctx context.Context) (*Run, error) {
 		d.opts.Started(run)
 	}
 	return run, nil
+}
+
+// outageSeverity is critical when every critical service of the region is
+// down (the region is gone), major otherwise.
+func outageSeverity(cfg *config.Config, status observe.Status, region string) string {
+	for _, svc := range status.Services {
+		if !svc.Critical {
+			continue
+		}
+		for _, ep := range svc.Endpoints {
+			if ep.Region == region && ep.Health != health.Down {
+				return config.SeverityMajor
+			}
+		}
+	}
+	return config.SeverityCritical
 }
 
 // enforceFences fences a primary that appears outside the active region

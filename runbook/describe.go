@@ -76,6 +76,9 @@ func Describe(cfg *config.Config, s Step) string {
 	case "traffic.release":
 		return "release held requests and connections to the active region"
 	case "postgres.fence":
+		if a["mode"] == "stop" {
+			return t() + ": stop the server (pg_ctl stop -m fast through its manage entry)"
+		}
 		return t() + ": default_transaction_read_only = on, reload, terminate client sessions"
 	case "postgres.unfence":
 		return t() + ": reset default_transaction_read_only, reload"

@@ -36,6 +36,9 @@ type harness struct {
 	lags   *runbook.LagMemory
 	exec   *runbook.Executor
 	writer string
+
+	mu      sync.Mutex
+	notices []string
 }
 
 type harnessOptions struct {
@@ -110,7 +113,8 @@ policy:
 	var dec *runbook.Decider
 	if o.decider {
 		dec = runbook.NewDecider(runbook.DeciderOptions{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: h.lags,
-			Leading: leading, Started: func(*runbook.Run) { h.exec.Kick() }, Logger: logger, Every: 100 * time.Millisecond})
+			Leading: leading, Started: func(*runbook.Run) { h.exec.Kick() }, Logger: logger, Every: 100 * time.Millisecond,
+			Notice: func(msg string) { h.mu.Lock(); h.notices = append(h.notices, msg); h.mu.Unlock() }})
 		dec.Open()
 	}
 	router := traffic.NewRouter(cfg, cp.State(), node, 0)
@@ -143,6 +147,13 @@ policy:
 		return nil
 	})
 	return h
+}
+
+// noticed returns the decider's notices so far.
+func (h *harness) noticed() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.notices...)
 }
 
 // follow points the node's monitors at the active region, as serve does.

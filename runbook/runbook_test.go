@@ -347,3 +347,63 @@ func snapshot(t *testing.T, h *harness) string {
 		inRecovery(t, h.pg.Primary), ro1, inRecovery(t, h.pg.Standby), ro2,
 		redisRole(t, h.redis.Primary.Client(t)), cfg, redisRole(t, h.redis.Replica.Client(t)))
 }
+
+// Under policy.failover: auto the leader fails over by itself when the
+// active region goes down; it never fails over again onto a region that
+// is not a replicating standby (the old primary, restarted, is fenced
+// instead), and says why.
+func TestAutoFailoverAndGuards(t *testing.T) {
+	h := newHarness(t, harnessOptions{policy: "auto", decider: true})
+	h.ready("west")
+	h.pg.Primary.Stop(t, "immediate")
+	var r *runbook.Run
+	h.waitFor("an automatic failover", 30*time.Second, func() error {
+		runs, err := h.cp.Runs().ListRuns(t.Context())
+		if err != nil || len(runs) == 0 {
+			return fmt.Errorf("no run yet (%v)", err)
+		}
+		r = runs[0]
+		if !runbook.Terminal(r.Status) {
+			return fmt.Errorf("run %s", r.Status)
+		}
+		return nil
+	})
+	if r.Status != runbook.StatusSucceeded || r.Trigger != runbook.TriggerAuto || r.By != "policy" || r.To != "west" || r.Severity != "critical" {
+		t.Fatalf("automatic run: %s %s by %s to %s severity %s: %s", r.Status, r.Trigger, r.By, r.To, r.Severity, r.Error)
+	}
+	for _, s := range r.Steps {
+		if s.Approve != "" {
+			t.Errorf("step %s of an automatic failover waits for approval", s.Name)
+		}
+	}
+	if !strings.Contains(r.Reason, "region east down") {
+		t.Errorf("reason %q", r.Reason)
+	}
+
+	// The new primary fails too: east is no standby, nothing may move.
+	h.pg.Primary.Start(t)
+	h.pg.Standby.Stop(t, "immediate")
+	h.waitFor("a refusal", 30*time.Second, func() error {
+		for _, n := range h.noticed() {
+			if strings.Contains(n, "automatic failover refused: region west is down but no standby is ready") {
+				return nil
+			}
+		}
+		return fmt.Errorf("notices: %q", h.noticed())
+	})
+	h.waitFor("the old primary fenced", 20*time.Second, func() error {
+		for _, n := range h.noticed() {
+			if strings.Contains(n, "db in east is a primary outside the active region west: fenced") {
+				return nil
+			}
+		}
+		return fmt.Errorf("notices: %q", h.noticed())
+	})
+	time.Sleep(time.Second)
+	if runs, _ := h.cp.Runs().ListRuns(t.Context()); len(runs) != 1 {
+		t.Errorf("%d runs, want the one failover", len(runs))
+	}
+	if st := h.cp.State().Current(); st.Active != "west" || st.Epoch != 2 {
+		t.Errorf("state %+v", st)
+	}
+}
