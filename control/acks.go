@@ -61,10 +61,12 @@ func (p *Plane) ack(ctx context.Context) {
 // when ctx ends.
 func (p *Plane) AwaitEpoch(ctx context.Context, epoch uint64) error {
 	prefix := p.store.key("acks/")
+	var behind []string // as of the last read that answered
+	var lastErr error
 	for {
-		var behind []string
 		resp, err := p.cli.Get(ctx, prefix, clientv3.WithPrefix())
 		if err == nil {
+			behind = behind[:0]
 			for _, kv := range resp.Kvs {
 				n, _ := strconv.ParseUint(string(kv.Value), 10, 64)
 				if n < epoch {
@@ -74,13 +76,18 @@ func (p *Plane) AwaitEpoch(ctx context.Context, epoch uint64) error {
 			if len(behind) == 0 {
 				return nil
 			}
+		} else if ctx.Err() == nil {
+			lastErr = err
 		}
 		select {
 		case <-ctx.Done():
-			sort.Strings(behind)
-			if err != nil {
-				return fmt.Errorf("epoch %d acknowledgements: %w", epoch, err)
+			if len(behind) == 0 && lastErr != nil {
+				return fmt.Errorf("epoch %d acknowledgements: %w", epoch, lastErr)
 			}
+			if len(behind) == 0 {
+				return fmt.Errorf("epoch %d acknowledgements: %w", epoch, ctx.Err())
+			}
+			sort.Strings(behind)
 			return fmt.Errorf("epoch %d not acknowledged by %s", epoch, strings.Join(behind, ", "))
 		case <-time.After(10 * time.Millisecond):
 		}
