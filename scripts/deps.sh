@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
 # Installs what Lifeboat's tests and demo need on a Debian machine with Go:
-# PostgreSQL 15 (server and client), Redis, dig, iproute2 and curl. Does
+# PostgreSQL 15 (server and client), Redis, dig, iproute2, curl and versitygw
+# (an S3 gateway, built with go install). Does
 # nothing for what is already there.
 set -euo pipefail
+
+# versitygw, the S3 gateway the blob-sync tests run (internal/testenv/s3.go
+# looks in $GOBIN, $(go env GOPATH)/bin and PATH): built with go install,
+# skipped when that version is already there.
+versitygw_mod=github.com/versity/versitygw/cmd/versitygw
+versitygw_version=v1.8.0
+gobin="$(go env GOBIN)"
+[ -n "$gobin" ] || gobin="$(go env GOPATH | cut -d: -f1)/bin"
+if ! go version -m "$gobin/versitygw" 2>/dev/null | grep -q "mod[[:space:]]*github.com/versity/versitygw[[:space:]]*$versitygw_version"; then
+  echo "deps: installing versitygw $versitygw_version into $gobin"
+  GOBIN="$gobin" go install "$versitygw_mod@$versitygw_version"
+fi
 
 need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15 postgresql-client-15)
