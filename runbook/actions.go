@@ -415,7 +415,7 @@ func (x *execution) awaitFence(ctx context.Context, service, fenceAction string)
 
 // pgPromote promotes the standby, after awaitFence.
 func pgPromote(ctx context.Context, x *execution, s *StepRun) (string, error) {
-	_, dsn, err := x.endpoint(s, s.Args["region"])
+	svc, dsn, err := x.endpoint(s, s.Args["region"])
 	if err != nil {
 		return "", err
 	}
@@ -435,6 +435,14 @@ func pgPromote(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	out := fmt.Sprintf("promoted (timeline %d)", res.Timeline)
 	if res.Already {
 		out = "already a primary: nothing done"
+	}
+	// Synchronous replication: the new primary commits alone until a
+	// standby streams from it again (reprotect restores it).
+	if svc.Replication != nil && svc.Replication.Mode == config.ModeSync {
+		if err := postgres.SetSynchronous(ctx, dsn, false); err != nil {
+			return out, fmt.Errorf("promoted, but synchronous commit could not be suspended: %w", err)
+		}
+		out += "; synchronous commit suspended until a standby streams"
 	}
 	return out + note, nil
 }
@@ -457,8 +465,15 @@ func pgReprotect(ctx context.Context, x *execution, s *StepRun) (string, error) 
 	if err != nil {
 		return res.Output, err
 	}
+	sync := ""
+	if svc.Replication != nil && svc.Replication.Mode == config.ModeSync {
+		if err := postgres.SetSynchronous(ctx, primary, true); err != nil {
+			return res.Output, fmt.Errorf("%s streams, but synchronous commit could not be restored on %s: %w", s.Args["region"], x.primaryRegion(s), err)
+		}
+		sync = "; synchronous commit restored"
+	}
 	if res.Method == "none" {
-		return "already a streaming standby of " + x.primaryRegion(s), nil
+		return "already a streaming standby of " + x.primaryRegion(s) + sync, nil
 	}
 	out := fmt.Sprintf("standby of %s by %s", x.primaryRegion(s), res.Method)
 	switch {
@@ -470,7 +485,7 @@ func pgReprotect(ctx context.Context, x *execution, s *StepRun) (string, error) 
 	if res.KeptAt != "" {
 		out += "; old data directory kept at " + res.KeptAt
 	}
-	return out, nil
+	return out + sync, nil
 }
 
 func redisFence(ctx context.Context, x *execution, s *StepRun) (string, error) {

@@ -44,11 +44,16 @@ type harness struct {
 type harnessOptions struct {
 	policy  string // auto or manual (default manual)
 	decider bool
+	sync    bool // synchronous replication
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
-	pg := testenv.StartPostgres(t, testenv.PGOptions{})
+	pg := testenv.StartPostgres(t, testenv.PGOptions{Sync: o.sync})
+	mode := "async"
+	if o.sync {
+		mode = "sync"
+	}
 	rd := testenv.StartRedis(t)
 	if o.policy == "" {
 		o.policy = "manual"
@@ -67,7 +72,7 @@ services:
       east: %s
       west: %s
     health: {interval: 200ms, timeout: 150ms, fall: 2, rise: 1}
-    replication: {heartbeat: 200ms}
+    replication: {heartbeat: 200ms, mode: %s}
     manage:
       east: {data_dir: %s, os_user: %s, bin_dir: %s}
       west: {data_dir: %s, os_user: %s, bin_dir: %s}
@@ -84,7 +89,7 @@ traffic:
 policy:
   failover: %s
   cooldown: 1m
-`, pg.Primary.DSN(), pg.Standby.DSN(),
+`, pg.Primary.DSN(), pg.Standby.DSN(), mode,
 		pg.Primary.DataDir, pg.Primary.OSUser(), pg.Primary.Bin(),
 		pg.Standby.DataDir, pg.Standby.OSUser(), pg.Standby.Bin(),
 		rd.Primary.URL(), rd.Replica.URL(), writer, o.policy)
@@ -315,6 +320,10 @@ func (h *harness) writerDSN() string {
 func insert(dsn string, id int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	return insertCtx(ctx, dsn, id)
+}
+
+func insertCtx(ctx context.Context, dsn string, id int64) error {
 	c, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err

@@ -407,3 +407,38 @@ func TestAutoFailoverAndGuards(t *testing.T) {
 		t.Errorf("state %+v", st)
 	}
 }
+
+// With synchronous replication, the promoted standby commits alone while
+// its partner is dead (a write does not hang), and failback restores
+// synchronous commit once the old primary streams again.
+func TestSyncFailoverCommitsAlone(t *testing.T) {
+	h := newHarness(t, harnessOptions{sync: true})
+	h.ready("west")
+	h.startWorkload(time.Second).finish() // creates the table
+	h.pg.Primary.Stop(t, "immediate")
+	r := h.run(runbook.KindFailover, "east", "west", false)
+	if r.Status != runbook.StatusSucceeded {
+		t.Fatalf("failover %s: %s", r.Status, r.Error)
+	}
+	if s := r.Step("promote-db-west"); !strings.Contains(s.Output, "synchronous commit suspended") {
+		t.Errorf("promote: %s", s.Output)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := insertCtx(ctx, h.writerDSN(), 1_000_000); err != nil {
+		t.Fatalf("a write on the promoted standby with its synchronous partner dead: %v", err)
+	}
+	h.pg.Primary.Start(t)
+	fb := h.run(runbook.KindFailback, "west", "east", false)
+	if fb.Status != runbook.StatusSucceeded {
+		t.Fatalf("failback %s: %s", fb.Status, fb.Error)
+	}
+	if s := fb.Step("reprotect-db-east"); !strings.Contains(s.Output, "synchronous commit restored") {
+		t.Errorf("reprotect: %s", s.Output)
+	}
+	var names string
+	h.pg.Primary.QueryRow(t, `SHOW synchronous_standby_names`).Scan(&names)
+	if names == "" {
+		t.Error("east runs without a synchronous standby after failback")
+	}
+}
