@@ -7,7 +7,8 @@ import (
 
 // SetSynchronous makes the primary at dsn wait for a synchronous standby
 // (on: synchronous_standby_names = '*', any streaming standby) or commit
-// alone (off: synchronous_standby_names = ”), through ALTER SYSTEM, then
+// alone (off: synchronous_standby_names set to the empty string), through
+// ALTER SYSTEM, then
 // reloads. A primary promoted after its
 // synchronous partner died must not wait for it: writes would hang; once
 // a standby streams again, synchronous commit is restored.
