@@ -1,6 +1,15 @@
 // Package files is Lifeboat's file-share and blob-bucket system: probes of a
-// share's root and, later, its cross-region sync. Stores are reached through
-// gocloud.dev/blob.
+// share's root, and its cross-region replication. Stores are reached through
+// gocloud.dev/blob: file:// (fileblob), s3:// (S3 and S3-compatible servers),
+// azblob:// and gs://.
+//
+// A Syncer copies one store to another, one pass at a time: incremental
+// (size, the source's modification time and MD5 as recorded in a manifest
+// at the destination, content hashes when those cannot tell), resumable
+// after a crash, with bounded concurrency and streamed, atomic writes;
+// per-object failures are reported and the rest is synced. A Replicator
+// runs passes from a service's primary to each standby and reports their
+// lag as a replication.Source.
 package files
 
 import (

@@ -1,0 +1,382 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gocloud.dev/blob"
+	_ "gocloud.dev/blob/azureblob" // azblob:// stores
+	"gocloud.dev/blob/fileblob"
+	_ "gocloud.dev/blob/gcsblob" // gs:// stores
+	"gocloud.dev/gcerrors"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+)
+
+// metaPrefix holds Lifeboat's own objects in a store (the sync manifests):
+// never listed, copied or deleted as user data.
+const metaPrefix = ".lifeboat/"
+
+// listPageSize is the page size of blob listings.
+const listPageSize = 1000
+
+// store is one side of a sync: a bucket, and how to list it.
+type store struct {
+	url      string // as configured
+	redacted string // url without its secrets, for messages
+	bucket   *blob.Bucket
+	// dir is the directory of a file:// store, which is listed by walking
+	// it (fileblob's own listing skips what it cannot read without a
+	// word, and a listing must know when it is incomplete); "" otherwise.
+	dir string
+	// release frees what the bucket does not on Close (idle connections).
+	release func()
+}
+
+var errInvalidValue = errors.New("invalid value")
+
+// StoreError is a failure of a whole store: it cannot be opened, listed
+// or written. It names the operation and the store's URL (secrets
+// redacted).
+type StoreError struct {
+	Op  string // "open", "list", "read manifest"...
+	URL string // redacted
+	Err error
+}
+
+func (e *StoreError) Error() string {
+	return fmt.Sprintf("%s %s: %s", e.Op, e.URL, describeErr(e.Err))
+}
+
+// Unwrap returns the underlying error.
+func (e *StoreError) Unwrap() error { return e.Err }
+
+// describeErr is an error's text without gocloud's "blob (code=...): "
+// noise, and with a plain word for the codes that matter.
+func describeErr(err error) string {
+	msg := cleanBlobErr(err)
+	switch gcerrors.Code(err) {
+	case gcerrors.NotFound:
+		if !strings.Contains(strings.ToLower(msg), "not found") && !strings.Contains(msg, "no such") {
+			msg = "not found: " + msg
+		}
+	case gcerrors.PermissionDenied:
+		if !strings.Contains(strings.ToLower(msg), "denied") {
+			msg = "permission denied: " + msg
+		}
+	}
+	return msg
+}
+
+// openStore opens the store at rawURL (a gocloud.dev/blob URL or an
+// absolute path) and checks that it can be listed.
+func openStore(ctx context.Context, rawURL string, timeout time.Duration) (*store, error) {
+	rawURL = StoreURL(rawURL)
+	s := &store{url: rawURL, redacted: config.RedactURL(rawURL)}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, &StoreError{Op: "open", URL: s.redacted, Err: err}
+	}
+	switch u.Scheme {
+	case "file":
+		if err := s.openDir(u); err != nil {
+			return nil, &StoreError{Op: "open", URL: s.redacted, Err: err}
+		}
+	case "":
+		return nil, &StoreError{Op: "open", URL: s.redacted, Err: errors.New("not a URL (file:///dir, s3://bucket, azblob://container or gs://bucket) nor an absolute path")}
+	default:
+		var b *blob.Bucket
+		var err error
+		if u.Scheme == "s3" {
+			b, s.release, err = openS3(ctx, u)
+		} else {
+			b, err = blob.OpenBucket(ctx, rawURL)
+		}
+		if err != nil {
+			return nil, &StoreError{Op: "open", URL: s.redacted, Err: err}
+		}
+		s.bucket = b
+		if err := s.check(ctx, timeout); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openDir opens a file:// store: fileblob without ".attrs" sidecar files
+// (so none shows up as an object on either side) and with its temporary
+// files next to their target, so that the rename that publishes a file is
+// atomic even when the directory is another mount than the temporary
+// directory.
+func (s *store) openDir(u *url.URL) error {
+	dir := u.Path
+	if u.Host == "." {
+		dir = strings.TrimPrefix(dir, "/")
+	} else if u.Host != "" && u.Host != "localhost" {
+		return fmt.Errorf("file URL with a host (%q): use file:///path", u.Host)
+	}
+	if dir == "" {
+		return errors.New("no directory in the URL")
+	}
+	opts := &fileblob.Options{Metadata: fileblob.MetadataDontWrite, NoTempDir: true}
+	for k, v := range u.Query() {
+		switch k {
+		case "dir_file_mode":
+			m, err := strconv.ParseUint(v[0], 0, 32)
+			if err != nil {
+				return fmt.Errorf("dir_file_mode %q: %v", v[0], err)
+			}
+			opts.DirFileMode = os.FileMode(m)
+		case "metadata", "no_tmp_dir":
+			// Always skip and true: see above.
+		default:
+			return fmt.Errorf("query parameter %q is not supported on file:// stores", k)
+		}
+	}
+	abs, err := filepath.Abs(filepath.FromSlash(dir))
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("directory %s does not exist", abs)
+		}
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s is not a directory", abs)
+	}
+	b, err := fileblob.OpenBucket(abs, opts)
+	if err != nil {
+		return err
+	}
+	s.bucket, s.dir = b, abs
+	return nil
+}
+
+// check lists one object to learn early whether the store is reachable,
+// exists and takes the credentials.
+func (s *store) check(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, _, err := s.bucket.ListPage(ctx, blob.FirstPageToken, 1, nil)
+	if err == nil {
+		return nil
+	}
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return &StoreError{Op: "open", URL: s.redacted, Err: fmt.Errorf("bucket does not exist (%s)", cleanBlobErr(err))}
+	}
+	return &StoreError{Op: "open", URL: s.redacted, Err: err}
+}
+
+func (s *store) close() error {
+	if s == nil || s.bucket == nil {
+		return nil
+	}
+	err := s.bucket.Close()
+	if s.release != nil {
+		s.release()
+	}
+	return err
+}
+
+// object is one entry of a listing.
+type object struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+	MD5     []byte // nil when the store does not say
+}
+
+// listing is what a store holds.
+type listing struct {
+	objects []object // sorted by key
+	// problems are entries that could not be listed: an unreadable
+	// directory, a dangling symbolic link, a name that is no key.
+	problems []ObjectError
+	// present are keys that exist but could not be listed as objects
+	// (a dangling symbolic link): their copies are never deleted.
+	present map[string]bool
+	// incomplete is set when part of the store could not be listed: a
+	// key missing from the listing may still exist, so nothing is
+	// deleted on its account.
+	incomplete bool
+	// skipped counts entries that are not objects: named pipes, sockets,
+	// devices, symbolic links to directories, S3 "folder" markers.
+	skipped int
+}
+
+// list lists every object of the store except Lifeboat's own.
+func (s *store) list(ctx context.Context, timeout time.Duration) (*listing, error) {
+	var l *listing
+	var err error
+	if s.dir != "" {
+		l, err = s.walk(ctx)
+	} else {
+		l, err = s.listBucket(ctx, timeout)
+	}
+	if err != nil {
+		return nil, &StoreError{Op: "list", URL: s.redacted, Err: err}
+	}
+	slices.SortFunc(l.objects, func(a, b object) int { return strings.Compare(a.Key, b.Key) })
+	return l, nil
+}
+
+func (s *store) listBucket(ctx context.Context, timeout time.Duration) (*listing, error) {
+	l := &listing{}
+	token := blob.FirstPageToken
+	for len(token) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		page, next, err := s.bucket.ListPage(pctx, token, listPageSize, nil)
+		cancel()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if gcerrors.Code(err) == gcerrors.NotFound {
+				return nil, fmt.Errorf("bucket does not exist (%s)", cleanBlobErr(err))
+			}
+			return nil, err
+		}
+		for _, o := range page {
+			switch {
+			case o.IsDir, strings.HasPrefix(o.Key, metaPrefix):
+			case strings.HasSuffix(o.Key, "/") && o.Size == 0:
+				l.skipped++ // a "folder" marker
+			default:
+				l.objects = append(l.objects, object{Key: o.Key, Size: o.Size, ModTime: o.ModTime, MD5: o.MD5})
+			}
+		}
+		token = next
+	}
+	return l, nil
+}
+
+// walk lists a file:// store by walking its directory, as fileblob maps
+// keys to paths. Unlike fileblob's listing it follows symbolic links to
+// files (their size is the target's), skips what is not a regular file,
+// and reports what it could not read.
+func (s *store) walk(ctx context.Context) (*listing, error) {
+	// A share's root is often a symbolic link to the mount.
+	root, err := filepath.EvalSymlinks(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(root)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", root)
+	}
+	l := &listing{present: map[string]bool{}}
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if p == root {
+			return err // the root itself unreadable: no listing at all
+		}
+		rel := filepath.ToSlash(p[len(root)+1:])
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking: gone
+			}
+			l.incomplete = true
+			l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: pathErr(err)})
+			return nil
+		}
+		if d.IsDir() {
+			if rel+"/" == metaPrefix {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(rel, attrsSuffix) {
+			return nil // a fileblob sidecar, not an object
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			l.incomplete = true
+			l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: pathErr(err)})
+			return nil
+		}
+		key := unescapeKey(rel)
+		if escapeKey(key) != rel {
+			l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: "this file name does not map to a key"})
+			return nil
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			target, err := os.Stat(p)
+			if err != nil {
+				l.present[key] = true
+				l.problems = append(l.problems, ObjectError{Key: key, Op: "stat", Err: "symbolic link: " + pathErr(err)})
+				return nil
+			}
+			info = target
+		}
+		if !info.Mode().IsRegular() {
+			l.skipped++
+			return nil
+		}
+		l.objects = append(l.objects, object{Key: key, Size: info.Size(), ModTime: info.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// pathErr is an *fs.PathError's text without the path (the key says it).
+func pathErr(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Op + ": " + pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// removeEmptyParents removes the directories of a deleted file:// key
+// that are now empty, up to the store's root: a directory left behind
+// would stand in the way of a file of the same name later.
+func (s *store) removeEmptyParents(key string) {
+	if s.dir == "" {
+		return
+	}
+	dir := filepath.Dir(filepath.Join(s.dir, escapeKey(key)))
+	for dir != s.dir && strings.HasPrefix(dir, s.dir+string(filepath.Separator)) {
+		if os.Remove(dir) != nil {
+			return
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// contains reports whether the file:// store o lies inside s (or is s).
+func (s *store) contains(o *store) bool {
+	if s.dir == "" || o.dir == "" {
+		return false
+	}
+	a, err1 := filepath.EvalSymlinks(s.dir)
+	b, err2 := filepath.EvalSymlinks(o.dir)
+	if err1 != nil || err2 != nil {
+		a, b = s.dir, o.dir
+	}
+	return a == b || strings.HasPrefix(b, a+string(filepath.Separator))
+}
