@@ -24,7 +24,11 @@ func openS3(ctx context.Context, u *url.URL) (*blob.Bucket, func(), error) {
 	prefix := q.Get("prefix")
 	q.Del("prefix")
 	var opts s3blob.Options
-	var s3opts []func(*s3.Options)
+	s3opts := []func(*s3.Options){func(o *s3.Options) {
+		// Objects uploaded in parts have no whole-object checksum to
+		// validate; the SDK would log that on every read.
+		o.DisableLogOutputChecksumValidationSkipped = true
+	}}
 	boolParam := func(names ...string) (bool, bool, error) {
 		for _, name := range names {
 			if v := q.Get(name); v != "" {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,10 @@ type store struct {
 
 var errInvalidValue = errors.New("invalid value")
 
+// awsNoise is the request and host IDs of AWS SDK errors: no help to a
+// reader of the message.
+var awsNoise = regexp.MustCompile(`, RequestID: [^,]*, HostID: [^,]*`)
+
 // StoreError is a failure of a whole store: it cannot be opened, listed
 // or written. It names the operation and the store's URL (secrets
 // redacted).
@@ -64,7 +69,7 @@ func (e *StoreError) Unwrap() error { return e.Err }
 // describeErr is an error's text without gocloud's "blob (code=...): "
 // noise, and with a plain word for the codes that matter.
 func describeErr(err error) string {
-	msg := cleanBlobErr(err)
+	msg := awsNoise.ReplaceAllString(cleanBlobErr(err), "")
 	switch gcerrors.Code(err) {
 	case gcerrors.NotFound:
 		if !strings.Contains(strings.ToLower(msg), "not found") && !strings.Contains(msg, "no such") {

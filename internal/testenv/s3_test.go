@@ -49,7 +49,7 @@ func TestS3Server(t *testing.T) {
 		t.Error("a wrong secret listed the bucket")
 	}
 	srv.Kill(t)
-	if _, err := c.ListBuckets(ctx, &s3.ListBucketsInput{}); err == nil {
+	if _, err := c.ListBuckets(ctx, &s3.ListBucketsInput{}, func(o *s3.Options) { o.RetryMaxAttempts = 1 }); err == nil {
 		t.Error("killed server still answers")
 	}
 }
