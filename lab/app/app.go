@@ -97,6 +97,9 @@ type Server struct {
 
 	tableReady atomic.Bool
 	tableMu    sync.Mutex
+	// dbDown is set from a failure to the next success, so an outage is
+	// logged once when it starts and once when it ends.
+	dbDown atomic.Bool
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -381,11 +384,22 @@ func (s *Server) dbContext(r *http.Request) (context.Context, context.CancelFunc
 // have committed: the client retries with the same id.
 func (s *Server) withConn(ctx context.Context, needTable bool, fn func(context.Context, *conn) error) error {
 	err := s.attempt(ctx, needTable, fn)
-	if err == nil || ctx.Err() != nil || !retryable(err) {
-		return err
+	if err != nil && ctx.Err() == nil && retryable(err) {
+		s.logger.Debug("database attempt failed before sending; retrying on a fresh connection", "err", err)
+		err = s.attempt(ctx, needTable, fn)
 	}
-	s.logger.Debug("database attempt failed before sending; retrying on a fresh connection", "err", err)
-	return s.attempt(ctx, needTable, fn)
+	switch {
+	case err == nil:
+		if s.dbDown.CompareAndSwap(true, false) {
+			s.logger.Info("database available again")
+		}
+	case errors.As(err, new(errPoolClosed)):
+	default:
+		if s.dbDown.CompareAndSwap(false, true) {
+			s.logger.Warn("database unavailable: answering 503 until it is back", "err", s.describe(err, s.cfg.Timeout))
+		}
+	}
+	return err
 }
 
 func (s *Server) attempt(ctx context.Context, needTable bool, fn func(context.Context, *conn) error) error {
@@ -492,7 +506,7 @@ func (s *Server) createTableLoop(ctx context.Context) {
 // unavailable answers 503 for a database failure, saying why.
 func (s *Server) unavailable(w http.ResponseWriter, what string, err error) {
 	why := s.describe(err, s.cfg.Timeout)
-	s.logger.Warn("database failure", "op", what, "err", why)
+	s.logger.Debug("answered 503", "op", what, "err", why)
 	w.Header().Set("Retry-After", "1")
 	s.writeError(w, http.StatusServiceUnavailable, why)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -35,7 +36,12 @@ type answer struct {
 
 func startApp(t *testing.T, region, dsn string) (*Server, *client) {
 	t.Helper()
-	s, err := New(Config{Listen: "127.0.0.1:0", Region: region, DSN: dsn})
+	return startAppWith(t, Config{Listen: "127.0.0.1:0", Region: region, DSN: dsn})
+}
+
+func startAppWith(t *testing.T, cfg Config) (*Server, *client) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +249,9 @@ func withHost(t *testing.T, dsn, hostport string) string {
 func TestOutages(t *testing.T) {
 	pg := testenv.StartPostgres(t, testenv.PGOptions{})
 	ep := startEndpoint(t, fmt.Sprintf("127.0.0.1:%d", pg.Primary.Port))
-	s, c := startApp(t, "east", withHost(t, pg.Primary.DSN(), ep.ln.Addr().String()))
+	var logs logBuffer
+	s, c := startAppWith(t, Config{Listen: "127.0.0.1:0", Region: "east", DSN: withHost(t, pg.Primary.DSN(), ep.ln.Addr().String()),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	// The database is unreachable when the app starts: it serves anyway,
 	// answers 503 with the reason, and is healthy again once it can reach
@@ -313,6 +321,15 @@ func TestOutages(t *testing.T) {
 	pg.Primary.Exec(t, "SELECT pg_reload_conf()")
 	pollStatus(t, c, `{"id": 300, "amount": 3}`, http.StatusCreated)
 
+	// An outage is logged when it starts and when it ends, not per request.
+	text := logs.String()
+	if down, up := strings.Count(text, "database unavailable"), strings.Count(text, "database available again"); down < 3 || down > 6 || up < 3 {
+		t.Errorf("logged %d outages and %d recoveries for 3 outages:\n%s", down, up, text)
+	}
+	if !strings.Contains(text, "created table transactions") {
+		t.Errorf("table creation not logged:\n%s", text)
+	}
+
 	// A database that hangs (accepts, never answers) costs a request its
 	// timeout, not more, and a 503.
 	_, hc := startApp(t, "east", withHost(t, pg.Primary.DSN(), testenv.Blackhole(t)))
@@ -321,6 +338,24 @@ func TestOutages(t *testing.T) {
 	if d := time.Since(start); d > 2500*time.Millisecond {
 		t.Errorf("a hung database took %s to answer, want about the 1.5s timeout", d)
 	}
+}
+
+// logBuffer collects an app's logs.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // pollStatus posts body until it gets status (a reload reaches the
