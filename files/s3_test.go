@@ -167,6 +167,16 @@ func TestSyncS3Errors(t *testing.T) {
 	srv.SetEnv(t)
 	closed := fmt.Sprintf("s3://exists?endpoint=http://127.0.0.1:%d&region=us-east-1&use_path_style=true", testenv.FreePort(t))
 	check("unreachable endpoint", closed, "connection refused")
+
+	hung := "s3://exists?endpoint=http://" + testenv.Blackhole(t) + "&region=us-east-1&use_path_style=true"
+	start := time.Now()
+	s, err := OpenSyncer(ctx, dir, hung, Options{Timeout: 500 * time.Millisecond})
+	if err == nil {
+		s.Close()
+		t.Error("hung endpoint: no error")
+	} else if !strings.Contains(err.Error(), "deadline exceeded") || time.Since(start) > 10*time.Second {
+		t.Errorf("hung endpoint: %v after %s", err, time.Since(start))
+	}
 }
 
 // TestSyncS3ObjectFailures checks per-object failures on S3 stores: an

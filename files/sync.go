@@ -111,8 +111,9 @@ type Report struct {
 // ObjectError is one object a pass could not handle.
 type ObjectError struct {
 	Key string `json:"key"`
-	// Op is what failed: "list", "stat", "read" (the source), "read
-	// destination", "write", "delete".
+	// Op is what failed: "list" (the source), "list destination",
+	// "stat", "read" (the source), "read destination", "write", "delete",
+	// "write manifest".
 	Op  string `json:"op"`
 	Err string `json:"error"`
 }
@@ -314,6 +315,12 @@ func (p *pass) run() error {
 func (p *pass) plan(src, dst *listing) ([]task, []string) {
 	s := p.s
 	for _, e := range src.problems {
+		p.failed[e.Key] = e
+	}
+	for _, e := range dst.problems {
+		// Copies below an unreadable directory of the destination are
+		// attempted again, and fail there if it cannot be written either.
+		e.Op = "list destination"
 		p.failed[e.Key] = e
 	}
 	p.rep.Skipped = src.skipped

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -477,5 +478,102 @@ func TestOpenSyncerErrors(t *testing.T) {
 		} else if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s → %s: %v; want it to contain %q", c.src, c.dst, err, c.want)
 		}
+	}
+}
+
+// TestSyncSavesProgress checks that a long pass saves its manifest as it
+// goes, not only at its end.
+func TestSyncSavesProgress(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	for i := range 10 {
+		writeFile(t, src, fmt.Sprintf("f%d", i), fmt.Sprintf("file %d", i))
+	}
+	s := openSync(t, fileURL(src), fileURL(dst), Options{Concurrency: 1})
+	s.manifestEvery = time.Nanosecond
+	var copies int
+	var seen []int
+	s.afterCopy = func(string) {
+		copies++
+		// The manifest as saved after the previous copy.
+		st, err := openStore(context.Background(), fileURL(dst), time.Minute)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer st.close()
+		reader := &Syncer{dst: st, opts: Options{}.withDefaults(), manifestKey: s.manifestKey, log: s.log}
+		entries, err := reader.loadManifest(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		seen = append(seen, len(entries))
+	}
+	syncOnce(t, s)
+	if want := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(seen, want) {
+		t.Errorf("manifest entries seen after each copy: %v, want %v", seen, want)
+	}
+}
+
+// TestSyncStreams copies a file far larger than what the copy allocates,
+// then another while a goroutine watches the destination path: it must
+// never see a partial file.
+func TestSyncStreams(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	const size = 64 << 20
+	sparse := func(name string) {
+		f, err := os.Create(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(size); err != nil { // sparse: quick to make
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	sparse("big.img")
+	s := openSync(t, fileURL(src), fileURL(dst), Options{})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	rep := syncOnce(t, s)
+	runtime.ReadMemStats(&after)
+	if rep.Copied != 1 || rep.BytesCopied != size {
+		t.Fatalf("copy: %+v", rep)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > size/16 {
+		t.Errorf("copying %d MiB allocated %d MiB: not streamed", size>>20, alloc>>20)
+	} else {
+		t.Logf("copying %d MiB allocated %.1f MiB", size>>20, float64(alloc)/(1<<20))
+	}
+
+	sparse("big2.img")
+	stop := make(chan struct{})
+	partial := make(chan int64, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if st, err := os.Stat(filepath.Join(dst, "big2.img")); err == nil && st.Size() != size {
+				select {
+				case partial <- st.Size():
+				default:
+				}
+			}
+		}
+	})
+	rep = syncOnce(t, s)
+	close(stop)
+	wg.Wait()
+	if rep.Copied != 1 {
+		t.Fatalf("second copy: %+v", rep)
+	}
+	select {
+	case n := <-partial:
+		t.Errorf("a reader saw the destination file with %d of %d bytes", n, size)
+	default:
 	}
 }
