@@ -368,6 +368,9 @@ func (r *Replicator) SyncNow(ctx context.Context, region string, reverse bool) (
 	if sb == nil {
 		return Report{}, fmt.Errorf("files replicator %q: no standby in region %q", r.cfg.Service, region)
 	}
+	if r.isClosed() {
+		return Report{}, fmt.Errorf("files replicator %q: closed", r.cfg.Service)
+	}
 	select {
 	case sb.sem <- struct{}{}:
 	case <-ctx.Done():

@@ -59,6 +59,7 @@ type StoreError struct {
 	Err error
 }
 
+// Error is "<op> <url>: <why>".
 func (e *StoreError) Error() string {
 	return fmt.Sprintf("%s %s: %s", e.Op, e.URL, describeErr(e.Err))
 }

@@ -118,6 +118,7 @@ type ObjectError struct {
 	Err string `json:"error"`
 }
 
+// String is `<op> "<key>": <why>`.
 func (e ObjectError) String() string { return fmt.Sprintf("%s %q: %s", e.Op, e.Key, e.Err) }
 
 // Syncer copies one store to another: every pass lists both, copies what
