@@ -141,7 +141,6 @@ type Syncer struct {
 	closed   bool
 
 	// Test hooks, nil outside tests.
-	afterPlan  func()
 	beforeCopy func(key string)
 	afterCopy  func(key string)
 }
@@ -273,9 +272,6 @@ func (p *pass) run() error {
 	p.man = &manifest{entries: entries, lastWrite: time.Now()}
 
 	tasks, deletes := p.plan(src, dst)
-	if s.afterPlan != nil {
-		s.afterPlan()
-	}
 	p.runTasks(tasks)
 	if p.ctx.Err() == nil {
 		p.deleteAll(deletes)
