@@ -84,6 +84,7 @@ catch up, then a switchover moves traffic back.`,
   lifeboat failback --to east --dry-run`),
 		a.runsCommand(),
 		a.approveCommand(),
+		a.labCommand(),
 	)
 	return root
 }

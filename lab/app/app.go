@@ -226,6 +226,13 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("POST /transactions", s.postTransaction)
 	mux.HandleFunc("GET /transactions/{id}", s.getTransaction)
 	mux.HandleFunc("GET /healthz", s.healthz)
+	// /livez says only that the instance serves: the health probe of a
+	// standby region's app, whose database (the active region's primary,
+	// through the writer endpoint) may be the very thing that failed.
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(RegionHeader, s.cfg.Region)
 		defer func() {

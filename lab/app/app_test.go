@@ -413,3 +413,30 @@ func TestConfigAndRun(t *testing.T) {
 		t.Errorf("Run on a busy address = %v", err)
 	}
 }
+
+// /livez answers while the database is unreachable: it is the probe of a
+// standby region's app.
+func TestLivezWithoutDatabase(t *testing.T) {
+	s, err := New(Config{Listen: "127.0.0.1:0", Region: "west", DSN: "postgres://u:p@127.0.0.1:1/db?connect_timeout=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Close(ctx)
+	}()
+	for path, want := range map[string]int{"/livez": 200, "/healthz": 503} {
+		resp, err := http.Get("http://" + s.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || resp.Header.Get(RegionHeader) != "west" {
+			t.Errorf("%s: %d (region %q), want %d", path, resp.StatusCode, resp.Header.Get(RegionHeader), want)
+		}
+	}
+}

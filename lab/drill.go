@@ -1,0 +1,490 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/control"
+	"github.com/lifeboat-dr/lifeboat/drill"
+	"github.com/lifeboat-dr/lifeboat/health"
+	"github.com/lifeboat-dr/lifeboat/runbook"
+)
+
+// Drill scenarios.
+const (
+	RegionOutage     = "region-outage"     // everything in the active region dies at once
+	DBCrash          = "db-crash"          // only the primary database dies
+	NetworkPartition = "network-partition" // the active region is cut off from the others
+	Switchover       = "switchover"        // planned move
+	Failback         = "failback"          // back to the preferred region after a failover
+)
+
+// Scenarios lists the drills the lab runs.
+func Scenarios() []string {
+	return []string{RegionOutage, DBCrash, NetworkPartition, Switchover, Failback}
+}
+
+// DrillResult is what one drill measured. A figure that could not be
+// measured is nil, with a note saying why.
+type DrillResult struct {
+	Scenario             string   `json:"scenario"`
+	Replication          string   `json:"replication"`
+	From                 string   `json:"from"`
+	To                   string   `json:"to"`
+	DetectSeconds        *float64 `json:"detect_seconds"`
+	RecoverSeconds       *float64 `json:"recover_seconds"`
+	ClientErrors         int      `json:"client_errors"`
+	ErrorWindowSeconds   *float64 `json:"error_window_seconds"`
+	WritesAcked          int      `json:"writes_acked"`
+	WritesLost           *int     `json:"writes_lost"`
+	LostIDs              []int64  `json:"lost_ids,omitempty"`
+	PredictedLossSeconds *float64 `json:"predicted_loss_seconds"`
+	SplitBrainViolations *int     `json:"split_brain_violations"`
+	Violations           []string `json:"violations,omitempty"`
+	RunID                string   `json:"run_id"`
+	RunbookStatus        string   `json:"runbook_status"`
+	Report               *string  `json:"report"`
+	Steps                []Step   `json:"steps,omitempty"`
+	FaultAt              string   `json:"fault_at,omitempty"`
+	Notes                []string `json:"notes"`
+}
+
+// Step is one runbook step's duration.
+type Step struct {
+	Name    string  `json:"name"`
+	Status  string  `json:"status"`
+	Seconds float64 `json:"seconds"`
+}
+
+func seconds(d time.Duration) *float64 {
+	v := d.Seconds()
+	return &v
+}
+
+// Drill runs one scenario and puts the lab back (the preferred region
+// active, the other a ready standby) for the next.
+func (l *Lab) Drill(ctx context.Context, scenario string) (*DrillResult, error) {
+	if !slices.Contains(Scenarios(), scenario) {
+		return nil, fmt.Errorf("lab: scenario %q is not one of %v", scenario, Scenarios())
+	}
+	res := &DrillResult{Scenario: scenario, Replication: "async", Notes: []string{}}
+	if l.Sync {
+		res.Replication = "sync"
+	}
+	res.Notes = append(res.Notes, l.Notes...)
+	res.Notes = append(res.Notes, "report: DR reports are not produced yet; the run's timeline is in lifeboat runs show")
+	data := l.DataRegions()
+	from, to := data[0], data[1]
+	if err := l.waitStandbyReady(ctx, to.Name, 60*time.Second); err != nil {
+		return nil, err
+	}
+	if scenario == Failback {
+		// A failback needs a failover first: a database crash, not timed.
+		if _, err := l.unplanned(ctx, DBCrash, from, to, &DrillResult{}); err != nil {
+			return nil, fmt.Errorf("lab: the failover before the failback drill: %w", err)
+		}
+		if err := l.restore(ctx, DBCrash, from, false); err != nil {
+			return nil, err
+		}
+		from, to = to, from
+	}
+	res.From, res.To = from.Name, to.Name
+	var err error
+	switch scenario {
+	case Switchover, Failback:
+		err = l.planned(ctx, scenario, from, to, res)
+	default:
+		_, err = l.unplanned(ctx, scenario, from, to, res)
+		if err == nil {
+			err = l.restore(ctx, scenario, from, true)
+		}
+	}
+	return res, err
+}
+
+// node is a live node outside region r (the witness first).
+func (l *Lab) nodeOutside(r Region) Region {
+	for i := len(l.Nodes) - 1; i >= 0; i-- {
+		if l.Nodes[i].Name != r.Name {
+			return l.Nodes[i]
+		}
+	}
+	return l.Nodes[0]
+}
+
+func (l *Lab) waitStandbyReady(ctx context.Context, region string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		_, st, err := l.liveNode(ctx)
+		if err == nil {
+			for _, rd := range st.Readiness {
+				if rd.Region == region && rd.Ready {
+					return nil
+				}
+			}
+			err = fmt.Errorf("readiness %v", st.Readiness)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: %s is not ready to take over: %v", region, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Lab) startWorkload() *drill.Workload {
+	return drill.StartWorkload(drill.WorkloadConfig{URL: l.FrontDoor(), Host: AppHost, Rate: 50, Reads: true, Timeout: 2 * time.Second})
+}
+
+// unplanned injects the fault in from and measures the automatic failover
+// to to.
+func (l *Lab) unplanned(ctx context.Context, scenario string, from, to Region, res *DrillResult) (drill.Result, error) {
+	watcher := l.nodeOutside(from)
+	before, err := l.runs(ctx, watcher)
+	if err != nil {
+		return drill.Result{}, err
+	}
+	known := map[string]bool{}
+	for _, r := range before {
+		known[r.ID] = true
+	}
+	w := l.startWorkload()
+	time.Sleep(2 * time.Second)
+	if st, err := l.NodeStatus(ctx, watcher); err == nil {
+		for _, e := range st.Exposure {
+			if e.Service == "db" && e.Measured.After(time.Time{}) {
+				res.PredictedLossSeconds = &e.LagSeconds
+			}
+		}
+	}
+	if res.PredictedLossSeconds == nil {
+		res.Notes = append(res.Notes, "predicted loss: the database's exposure was not measured before the fault")
+	}
+	fault := time.Now()
+	res.FaultAt = fault.UTC().Format(time.RFC3339Nano)
+	switch scenario {
+	case RegionOutage:
+		l.killRegion(ctx, from)
+	case DBCrash:
+		err = l.runIn(ctx, from, "postgres", filepath.Join(l.PGBin, "pg_ctl"), "stop", "-m", "immediate", "-D", l.pgDir(from))
+	case NetworkPartition:
+		err = setLink(ctx, from, false)
+	}
+	if err != nil {
+		w.Stop()
+		return drill.Result{}, fmt.Errorf("lab: inject %s: %w", scenario, err)
+	}
+	// Detection: the watcher sees the region down.
+	detected := time.Time{}
+	deadline := time.Now().Add(60 * time.Second)
+	for detected.IsZero() && time.Now().Before(deadline) {
+		if st, err := l.NodeStatus(ctx, watcher); err == nil {
+			for _, r := range st.Regions {
+				if r.Name == from.Name && r.State == health.RegionDown {
+					detected = r.Since
+				}
+			}
+		}
+		if detected.IsZero() {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if detected.IsZero() {
+		res.Notes = append(res.Notes, "detection: the region was not seen down within 60s")
+	} else {
+		res.DetectSeconds = seconds(detected.Sub(fault))
+	}
+	// The automatic failover.
+	var run *runbook.Run
+	for deadline := time.Now().Add(90 * time.Second); run == nil && time.Now().Before(deadline); {
+		if runs, err := l.runs(ctx, watcher); err == nil {
+			for _, r := range runs {
+				if !known[r.ID] {
+					run = r
+					break
+				}
+			}
+		}
+		if run == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if run == nil {
+		w.Stop()
+		res.RunbookStatus = "none"
+		res.Notes = append(res.Notes, "no failover run started within 90s of the fault")
+		return drill.Result{}, errors.New("lab: no automatic failover")
+	}
+	res.RunID = run.ID
+	run, err = l.waitRun(ctx, run.ID, 2*time.Minute)
+	if err != nil {
+		w.Stop()
+		return drill.Result{}, err
+	}
+	res.RunbookStatus = run.Status
+	for _, s := range run.Steps {
+		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
+			res.Steps = append(res.Steps, Step{Name: s.Name, Status: s.Status, Seconds: s.FinishedAt.Sub(s.StartedAt).Seconds()})
+		}
+	}
+	time.Sleep(2 * time.Second)
+	result := w.Stop()
+	l.measure(ctx, res, result, fault, to, watcher)
+	return result, nil
+}
+
+// measure fills the client-side figures: recovery, errors, loss, split
+// brain.
+func (l *Lab) measure(ctx context.Context, res *DrillResult, w drill.Result, fault time.Time, to, watcher Region) {
+	res.WritesAcked = len(w.Acks)
+	res.ClientErrors = len(w.Errors)
+	if len(w.Errors) > 0 {
+		res.ErrorWindowSeconds = seconds(w.ErrorWindow())
+	} else {
+		zero := 0.0
+		res.ErrorWindowSeconds = &zero
+	}
+	if a, ok := firstAckFrom(w, fault, to.Name); ok {
+		res.RecoverSeconds = seconds(a.At.Sub(fault))
+	} else {
+		res.Notes = append(res.Notes, "recovery: no write was acknowledged by "+to.Name+"'s database after the fault")
+	}
+	lost, err := w.Lost(func(ids []int64) (map[int64]bool, error) { return l.present(ctx, to, ids) })
+	if err != nil {
+		res.Notes = append(res.Notes, "writes lost: "+err.Error())
+	} else {
+		n := len(lost)
+		res.WritesLost = &n
+		res.LostIDs = lost
+	}
+	evs, err := l.events(ctx, watcher)
+	if err != nil {
+		res.Notes = append(res.Notes, "split brain: the epoch history could not be read: "+err.Error())
+		return
+	}
+	var commits []drill.EpochCommit
+	for _, e := range evs {
+		if e.Type == control.EventEpoch {
+			commits = append(commits, drill.EpochCommit{Epoch: e.Epoch, Region: e.Region, Time: e.Time})
+		}
+	}
+	hist := w.History(func(a drill.Ack) (uint64, string) {
+		region := a.DB
+		var epoch uint64
+		for _, c := range commits {
+			if c.Region == region && !c.Time.After(a.At) && c.Epoch > epoch {
+				epoch = c.Epoch
+			}
+		}
+		return epoch, region
+	})
+	v := drill.CheckHistory(commits, hist)
+	n := len(v)
+	res.SplitBrainViolations = &n
+	for _, x := range v {
+		res.Violations = append(res.Violations, x.String())
+	}
+}
+
+// firstAckFrom is the first write acknowledged after t by region's
+// database.
+func firstAckFrom(w drill.Result, t time.Time, region string) (drill.Ack, bool) {
+	for _, a := range w.Acks {
+		if !a.At.Before(t) && a.DB == region {
+			return a, true
+		}
+	}
+	return drill.Ack{}, false
+}
+
+// present reports which ids the region's database holds.
+func (l *Lab) present(ctx context.Context, r Region, ids []int64) (map[int64]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, l.PGDSN(r.IP, PortPostgres))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(context.Background())
+	rows, err := c.Query(ctx, `SELECT id FROM transactions WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}
+
+// planned measures a switchover or failback run under the workload.
+func (l *Lab) planned(ctx context.Context, kind string, from, to Region, res *DrillResult) error {
+	watcher := l.nodeOutside(Region{})
+	w := l.startWorkload()
+	time.Sleep(2 * time.Second)
+	start := time.Now()
+	res.FaultAt = start.UTC().Format(time.RFC3339Nano)
+	res.Notes = append(res.Notes, "detection: a planned move has no fault to detect")
+	run, err := l.startRun(ctx, watcher, kind, to.Name)
+	if err != nil {
+		w.Stop()
+		return err
+	}
+	res.RunID = run.ID
+	run, err = l.waitRun(ctx, run.ID, 3*time.Minute)
+	if err != nil {
+		w.Stop()
+		return err
+	}
+	res.RunbookStatus = run.Status
+	for _, s := range run.Steps {
+		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
+			res.Steps = append(res.Steps, Step{Name: s.Name, Status: s.Status, Seconds: s.FinishedAt.Sub(s.StartedAt).Seconds()})
+		}
+	}
+	time.Sleep(2 * time.Second)
+	result := w.Stop()
+	l.measure(ctx, res, result, start, to, watcher)
+	if run.Status != runbook.StatusSucceeded {
+		return fmt.Errorf("lab: %s run %s %s: %s", kind, run.ID, run.Status, run.Error)
+	}
+	if kind == Switchover {
+		// Back to the preferred region for the next drill.
+		back, err := l.startRun(ctx, watcher, Switchover, from.Name)
+		if err != nil {
+			return err
+		}
+		if back, err = l.waitRun(ctx, back.ID, 3*time.Minute); err != nil {
+			return err
+		}
+		if back.Status != runbook.StatusSucceeded {
+			return fmt.Errorf("lab: switchover back to %s %s: %s", from.Name, back.Status, back.Error)
+		}
+	}
+	return l.waitStandbyReady(ctx, to.Name, 60*time.Second)
+}
+
+// restore brings the failed region back after an unplanned drill and,
+// when failback is set, moves the lab back to it.
+func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback bool) error {
+	switch scenario {
+	case RegionOutage:
+		if err := l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r)); err != nil {
+			return err
+		}
+		if err := l.startRedisIn(r, ""); err != nil {
+			return err
+		}
+		if err := l.startApp(r); err != nil {
+			return err
+		}
+		for _, n := range l.Nodes {
+			if n.Name == r.Name {
+				if err := l.startNode(n); err != nil {
+					return err
+				}
+			}
+		}
+	case DBCrash:
+		if err := l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r)); err != nil {
+			return err
+		}
+	case NetworkPartition:
+		if err := setLink(ctx, r, true); err != nil {
+			return err
+		}
+	}
+	if err := waitPG(ctx, l.PGDSN(r.IP, PortPostgres), ""); err != nil {
+		return err
+	}
+	if err := l.waitNodes(ctx); err != nil {
+		return err
+	}
+	if !failback {
+		return nil
+	}
+	watcher := l.nodeOutside(Region{})
+	var run *runbook.Run
+	var err error
+	// The old primary answers again; the failback may need a moment while
+	// the nodes see it up.
+	for attempt := 0; attempt < 30; attempt++ {
+		if run, err = l.startRun(ctx, watcher, Failback, r.Name); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		return fmt.Errorf("lab: failback to %s: %w", r.Name, err)
+	}
+	if run, err = l.waitRun(ctx, run.ID, 3*time.Minute); err != nil {
+		return err
+	}
+	if run.Status != runbook.StatusSucceeded {
+		return fmt.Errorf("lab: failback to %s %s: %s", r.Name, run.Status, run.Error)
+	}
+	other := l.DataRegions()[1]
+	return l.waitStandbyReady(ctx, other.Name, 60*time.Second)
+}
+
+// waitNodes waits until every node answers.
+func (l *Lab) waitNodes(ctx context.Context) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for _, n := range l.Nodes {
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/healthz", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("lab: node %s does not answer: %w", n.Name, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// Summary is the median, p95 and max of a figure over runs.
+type Summary struct {
+	Median *float64 `json:"median"`
+	P95    *float64 `json:"p95"`
+	Max    *float64 `json:"max"`
+	N      int      `json:"n"`
+}
+
+// Summarize computes a figure's summary over the runs that measured it.
+func Summarize(vals []*float64) Summary {
+	var xs []float64
+	for _, v := range vals {
+		if v != nil {
+			xs = append(xs, *v)
+		}
+	}
+	s := Summary{N: len(xs)}
+	if len(xs) == 0 {
+		return s
+	}
+	slices.Sort(xs)
+	med, p95, mx := xs[len(xs)/2], xs[min(len(xs)-1, int(float64(len(xs))*0.95))], xs[len(xs)-1]
+	s.Median, s.P95, s.Max = &med, &p95, &mx
+	return s
+}
+

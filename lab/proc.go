@@ -1,0 +1,114 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// command builds argv to run in region r's namespace, as user when set.
+func (l *Lab) command(r Region, asUser string, argv ...string) *exec.Cmd {
+	var args []string
+	if r.NS != "" {
+		args = append(args, "ip", "netns", "exec", r.NS)
+	}
+	if asUser != "" {
+		args = append(args, "runuser", "-u", asUser, "--")
+	}
+	args = append(args, argv...)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "LAB_PASSWORD="+l.Password, "PGPASSWORD="+l.Password)
+	return cmd
+}
+
+// runIn runs argv in region r to its end.
+func (l *Lab) runIn(ctx context.Context, r Region, asUser string, argv ...string) error {
+	cmd := l.command(r, asUser, argv...)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("%s in %s: %v: %s", filepath.Base(argv[0]), r.Name, err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		return fmt.Errorf("%s in %s: %w", filepath.Base(argv[0]), r.Name, ctx.Err())
+	}
+}
+
+// daemon starts argv in region r in a session of its own, logging to
+// Dir/logs/<region>-<name>.log, and records its pid.
+func (l *Lab) daemon(r Region, name, asUser string, argv ...string) error {
+	logs := filepath.Join(l.Dir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(logs, r.Name+"-"+name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	cmd := l.command(r, asUser, argv...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("lab: start %s in %s: %w", name, r.Name, err)
+	}
+	l.Pids[r.Name+"/"+name] = cmd.Process.Pid
+	go cmd.Wait() // reaped while this process lives; adopted by init after
+	return l.save()
+}
+
+// killRegion kills every process in the region's namespace (what the lab
+// started and what runbooks started there since), at once: a region
+// outage.
+func (l *Lab) killRegion(ctx context.Context, r Region) {
+	for key, pid := range l.Pids {
+		if strings.HasPrefix(key, r.Name+"/") {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if r.NS == "" {
+		return
+	}
+	out, _ := exec.CommandContext(ctx, "ip", "netns", "pids", r.NS).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// killProcess kills one recorded process and its group.
+func (l *Lab) killProcess(r Region, name string) {
+	if pid, ok := l.Pids[r.Name+"/"+name]; ok {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// chown gives path to the servers' account.
+func (l *Lab) chown(paths ...string) error {
+	for _, p := range paths {
+		if err := os.Chown(p, l.pgUID, l.pgGID); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,383 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/api"
+)
+
+// Up starts a lab in opts.Dir. It needs root (network namespaces). On
+// failure it removes what it made.
+func Up(ctx context.Context, opts Options) (l *Lab, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("lab: lab up needs root to create network namespaces, veth links and netem latency (run it with sudo)")
+	}
+	if opts.Dir == "" {
+		opts.Dir = DefaultDir
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := os.Stat(filepath.Join(opts.Dir, "lab.json")); err == nil {
+		return nil, fmt.Errorf("lab: a lab already runs in %s (lifeboat lab down first)", opts.Dir)
+	}
+	for _, prog := range []string{"ip", "tc", "runuser", "redis-server", filepath.Join(opts.PGBin, "initdb")} {
+		if _, err := exec.LookPath(prog); err != nil {
+			return nil, fmt.Errorf("lab: %s is missing (scripts/deps.sh installs what the lab needs): %w", prog, err)
+		}
+	}
+	spec, err := newSpec(opts)
+	if err != nil {
+		return nil, err
+	}
+	l = &Lab{Spec: *spec, logger: opts.Logger}
+	if err := l.account(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	os.Chmod(l.Dir, 0o755)
+	if err := l.save(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			l.Down(cctx)
+		}
+	}()
+	steps := []struct {
+		what string
+		do   func(context.Context) error
+	}{
+		{"network", func(ctx context.Context) error { return createNetwork(ctx, &l.Spec) }},
+		{"postgres", l.startPostgres},
+		{"redis", l.startRedis},
+		{"shares", l.makeShares},
+		{"lifeboat", l.startNodes},
+		{"apps", l.startApps},
+		{"ready", l.waitReady},
+	}
+	for _, st := range steps {
+		l.logger.Info("lab: "+st.what, "lab", l.ID)
+		if err := st.do(ctx); err != nil {
+			return l, fmt.Errorf("lab up (%s): %w%s", st.what, err, l.logTails())
+		}
+	}
+	return l, nil
+}
+
+func (l *Lab) startPostgres(ctx context.Context) error {
+	data := l.DataRegions()
+	primary, standby := data[0], data[1]
+	for _, r := range data {
+		sock := filepath.Join(l.regionDir(r), "sock")
+		if err := os.MkdirAll(l.pgDir(r), 0o700); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(sock, 0o755); err != nil {
+			return err
+		}
+		os.Chmod(l.regionDir(r), 0o755)
+		// The data directory's parent belongs to postgres too: a
+		// reprotect keeps the old data and configuration beside it.
+		if err := l.chown(filepath.Dir(l.pgDir(r)), l.pgDir(r), sock); err != nil {
+			return err
+		}
+	}
+	pw := filepath.Join(l.regionDir(primary), "pwfile")
+	if err := os.WriteFile(pw, []byte(l.Password+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := l.chown(pw); err != nil {
+		return err
+	}
+	if err := l.runIn(ctx, Region{Name: primary.Name}, "postgres", filepath.Join(l.PGBin, "initdb"), "-D", l.pgDir(primary), "-U", "lifeboat",
+		"--pwfile="+pw, "-A", "scram-sha-256", "--no-sync"); err != nil {
+		return err
+	}
+	os.Remove(pw)
+	sync := ""
+	if l.Sync {
+		sync = "synchronous_standby_names = '*'\n"
+	}
+	conf := fmt.Sprintf(`
+listen_addresses = '%%s'
+port = %d
+unix_socket_directories = '%%s'
+cluster_name = '%%s'
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
+wal_log_hints = on
+fsync = off
+%s`, PortPostgres, sync)
+	if err := appendFile(filepath.Join(l.pgDir(primary), "postgresql.conf"), fmt.Sprintf(conf, primary.IP, filepath.Join(l.regionDir(primary), "sock"), primary.Name)); err != nil {
+		return err
+	}
+	if err := appendFile(filepath.Join(l.pgDir(primary), "pg_hba.conf"), "host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n"); err != nil {
+		return err
+	}
+	if err := l.daemon(primary, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(primary)); err != nil {
+		return err
+	}
+	admin := fmt.Sprintf("postgres://lifeboat:%s@%s:%d/postgres?sslmode=disable&connect_timeout=2", l.Password, primary.IP, PortPostgres)
+	if err := waitPG(ctx, admin, "CREATE DATABASE lab"); err != nil {
+		return err
+	}
+	if err := l.runIn(ctx, standby, "postgres", filepath.Join(l.PGBin, "pg_basebackup"), "-h", primary.IP, "-p", strconv.Itoa(PortPostgres), "-U", "lifeboat",
+		"-D", l.pgDir(standby), "-R", "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
+		return err
+	}
+	if err := appendFile(filepath.Join(l.pgDir(standby), "postgresql.conf"), fmt.Sprintf(conf, standby.IP, filepath.Join(l.regionDir(standby), "sock"), standby.Name)); err != nil {
+		return err
+	}
+	if err := l.daemon(standby, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(standby)); err != nil {
+		return err
+	}
+	return waitPG(ctx, l.PGDSN(standby.IP, PortPostgres), "")
+}
+
+// logTails is the end of every log the lab wrote, for an error message
+// (the directory is removed when lab up fails).
+func (l *Lab) logTails() string {
+	files, _ := filepath.Glob(filepath.Join(l.Dir, "logs", "*.log"))
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		if len(data) > 1500 {
+			data = data[len(data)-1500:]
+		}
+		fmt.Fprintf(&b, "\n--- %s (last lines)\n%s", filepath.Base(f), data)
+	}
+	return b.String()
+}
+
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// waitPG waits until the server at dsn answers, then runs sql if set.
+func waitPG(ctx context.Context, dsn, sql string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := pgx.Connect(ctx, dsn)
+		if err == nil {
+			if sql != "" {
+				_, err = c.Exec(ctx, sql)
+			}
+			c.Close(context.Background())
+			if err == nil {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres did not answer within 60s: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Lab) startRedis(ctx context.Context) error {
+	data := l.DataRegions()
+	for i, r := range data {
+		replicaOf := ""
+		if i > 0 {
+			replicaOf = data[0].IP
+		}
+		if err := l.startRedisIn(r, replicaOf); err != nil {
+			return err
+		}
+	}
+	for _, r := range data {
+		if err := waitTCP(ctx, net.JoinHostPort(r.IP, strconv.Itoa(PortRedis))); err != nil {
+			return fmt.Errorf("redis in %s: %w", r.Name, err)
+		}
+	}
+	return nil
+}
+
+// startRedisIn starts region r's Redis, a replica of replicaOf when set.
+func (l *Lab) startRedisIn(r Region, replicaOf string) error {
+	dir := filepath.Join(l.regionDir(r), "redis")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := l.chown(dir); err != nil {
+		return err
+	}
+	args := []string{"redis-server", "--bind", r.IP, "--port", strconv.Itoa(PortRedis), "--dir", dir,
+		"--requirepass", l.Password, "--masterauth", l.Password, "--save", "", "--appendonly", "no",
+		"--repl-diskless-sync-delay", "0", "--protected-mode", "no"}
+	if replicaOf != "" {
+		args = append(args, "--replicaof", replicaOf, strconv.Itoa(PortRedis))
+	}
+	return l.daemon(r, "redis", "postgres", args...)
+}
+
+func waitTCP(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Lab) makeShares(ctx context.Context) error {
+	for _, r := range l.DataRegions() {
+		if err := os.MkdirAll(l.shareDir(r), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) startNodes(ctx context.Context) error {
+	l.Config = filepath.Join(l.Dir, "lifeboat.yaml")
+	if err := os.WriteFile(l.Config, []byte(l.configYAML()), 0o600); err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		if err := l.startNode(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startNode starts the Lifeboat node n.
+func (l *Lab) startNode(n Region) error {
+	return l.daemon(n, "lifeboat", "", l.Binary, "serve", "-c", l.Config, "--node", n.Name,
+		"--listen", net.JoinHostPort(n.IP, strconv.Itoa(PortAPI)), "--data-dir", filepath.Join(l.Dir, n.Name, "lifeboat"), "--log-format", "json")
+}
+
+// nodeFor is the Lifeboat node that serves region r's sample app.
+func (l *Lab) nodeFor(r Region) Region {
+	for _, n := range l.Nodes {
+		if n.Name == r.Name {
+			return Region{Name: n.Name, IP: "127.0.0.1"}
+		}
+	}
+	return l.Nodes[0]
+}
+
+func (l *Lab) startApps(ctx context.Context) error {
+	for _, r := range l.DataRegions() {
+		if err := l.startApp(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startApp starts region r's sample app. It writes through the Lifeboat
+// writer endpoint of the node that serves its region; the password comes
+// from LAB_PASSWORD.
+func (l *Lab) startApp(r Region) error {
+	n := l.nodeFor(r)
+	return l.daemon(r, "app", "", l.Binary, "lab", "app", "--listen", net.JoinHostPort(r.IP, strconv.Itoa(PortApp)),
+		"--region", r.Name, "--db", net.JoinHostPort(n.IP, strconv.Itoa(PortWriter)))
+}
+
+// waitReady waits until every node answers and the standby is ready to
+// take over.
+func (l *Lab) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, err := l.NodeStatus(ctx, l.Nodes[len(l.Nodes)-1])
+		ready := false
+		if err == nil {
+			for _, rd := range st.Readiness {
+				ready = ready || rd.Ready
+			}
+		}
+		if ready {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				b, _ := json.Marshal(st.Readiness)
+				err = fmt.Errorf("no standby ready: %s", b)
+			}
+			return fmt.Errorf("the lab did not become ready within 90s: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// NodeStatus asks one node for its status.
+func (l *Lab) NodeStatus(ctx context.Context, n Region) (api.StatusResponse, error) {
+	var st api.StatusResponse
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/api/v1/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("%s: %s", n.APIURL(), resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// Down stops everything the lab started and removes its namespaces,
+// links and directory.
+func (l *Lab) Down(ctx context.Context) error {
+	for _, r := range append(append([]Region(nil), l.Regions...), l.Nodes...) {
+		l.killRegion(ctx, r)
+	}
+	time.Sleep(200 * time.Millisecond)
+	deleteNetwork(ctx, &l.Spec)
+	if l.Dir == "" || l.Dir == "/" {
+		return errors.New("lab: refusing to remove the directory " + l.Dir)
+	}
+	return os.RemoveAll(l.Dir)
+}
