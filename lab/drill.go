@@ -487,4 +487,3 @@ func Summarize(vals []*float64) Summary {
 	s.Median, s.P95, s.Max = &med, &p95, &mx
 	return s
 }
-
