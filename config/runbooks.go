@@ -92,6 +92,7 @@ func Actions() []string {
 		"traffic.hold", "traffic.switch", "traffic.release",
 		"postgres.fence", "postgres.unfence", "postgres.wait_caught_up", "postgres.promote", "postgres.reprotect",
 		"redis.fence", "redis.promote", "redis.replicate",
+		"files.sync",
 		"kubernetes.scale",
 	}
 }

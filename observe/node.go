@@ -33,8 +33,12 @@ type Options struct {
 	// Registry receives the metrics; nil registers none.
 	Registry prometheus.Registerer
 	// FileSources gives the replication measurements of files services,
-	// by service name; a files service without one is reported unmeasured.
+	// by service name; a files service without one is replicated by a
+	// files.Replicator of the node's own.
 	FileSources map[string]replication.Source
+	// CopyFiles says whether this node copies files (the control plane's
+	// leader); the others only measure the lag. nil: always copy.
+	CopyFiles func() bool
 }
 
 // Node runs the observation of one topology.
@@ -47,16 +51,17 @@ type Node struct {
 	checker *health.Checker
 	// smu guards sources, openers and active: SetActive rebuilds the
 	// replication monitors from the new primaries.
-	smu      sync.RWMutex
-	sources  map[string]replication.Source
-	openers  []component
-	active   string
-	files    map[string]replication.Source
-	closers  []func()
-	versions *versionPoller
-	regions  *health.RegionTracker
-	metrics  *metrics
-	client   *http.Client
+	smu       sync.RWMutex
+	sources   map[string]replication.Source
+	openers   []component
+	active    string
+	files     map[string]replication.Source
+	copyFiles func() bool
+	closers   []func()
+	versions  *versionPoller
+	regions   *health.RegionTracker
+	metrics   *metrics
+	client    *http.Client
 
 	mu     sync.Mutex
 	opened bool
@@ -112,14 +117,15 @@ func New(cfg *config.Config, opts Options) (*Node, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		cfg:      cfg,
-		observer: opts.Observer,
-		logger:   logger,
-		start:    time.Now(),
-		sources:  map[string]replication.Source{},
-		active:   cfg.ActiveRegion(),
-		files:    opts.FileSources,
-		client:   &http.Client{Transport: probe.NewTransport(), CheckRedirect: noRedirect},
+		cfg:       cfg,
+		observer:  opts.Observer,
+		logger:    logger,
+		start:     time.Now(),
+		sources:   map[string]replication.Source{},
+		active:    cfg.ActiveRegion(),
+		files:     opts.FileSources,
+		copyFiles: opts.CopyFiles,
+		client:    &http.Client{Transport: probe.NewTransport(), CheckRedirect: noRedirect},
 	}
 	n.regions = health.NewRegionTracker(cfg, n.start)
 	ok := false
@@ -256,7 +262,22 @@ func (n *Node) addSource(s *config.Service, active string, fileSources map[strin
 	case config.KindFiles:
 		if src, ok := fileSources[s.Name]; ok {
 			n.sources[s.Name] = src
+			break
 		}
+		rc := files.ReplicatorConfig{
+			Service: s.Name, Primary: files.Endpoint{Region: active, URL: primary},
+			Interval: s.Sync.Interval.D(), Watch: true, Active: n.copyFiles, Logger: n.logger,
+			Options: files.Options{Delete: s.Sync.Delete, Concurrency: s.Sync.Concurrency, Logger: n.logger},
+		}
+		for _, r := range standbys {
+			rc.Standbys = append(rc.Standbys, files.Endpoint{Region: r, URL: s.Endpoints[r]})
+		}
+		m, err := files.NewReplicator(rc)
+		if err != nil {
+			return fmt.Errorf("observe: service %s: %w", s.Name, err)
+		}
+		n.sources[s.Name] = m
+		n.openers = append(n.openers, m)
 	}
 	return nil
 }
@@ -410,7 +431,7 @@ func (n *Node) Status() Status {
 		if s.IsData() {
 			e := replication.Evaluate(s.Name, lags[s.Name], n.cfg.Policy.RPO.D())
 			if !measured[s.Name] {
-				e.Reason = "no replication source for this files service: the file sync engine reports it"
+				e.Reason = "no replication source for this service"
 			}
 			st.Exposure = append(st.Exposure, e)
 		}

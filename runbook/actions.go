@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/files"
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/observe"
 	"github.com/lifeboat-dr/lifeboat/postgres"
@@ -68,6 +69,8 @@ func actionFor(name string) (action, bool) {
 		return action{run: redisReplicate}, true
 	case "kubernetes.scale":
 		return action{run: kubeScale}, true
+	case "files.sync":
+		return action{run: filesSync}, true
 	}
 	return action{}, false
 }
@@ -562,4 +565,46 @@ func kubeScale(ctx context.Context, x *execution, s *StepRun) (string, error) {
 		return "", err
 	}
 	return sc.Scale(ctx, s.Args["kind"], s.Args["namespace"], s.Args["name"], int32(n), s.Args["wait"] == "true")
+}
+
+// filesSync copies a files service from the primary region (args.primary,
+// else the run's From) to args.region: the final sync before traffic
+// moves. Objects that could not be copied are listed in the output; only
+// a store that cannot be read or written fails the step.
+func filesSync(ctx context.Context, x *execution, s *StepRun) (string, error) {
+	svc, dst, err := x.endpoint(s, s.Args["region"])
+	if err != nil {
+		return "", err
+	}
+	_, src, err := x.endpoint(s, x.primaryRegion(s))
+	if err != nil {
+		return "", err
+	}
+	opts := files.Options{Concurrency: 8}
+	if svc.Sync != nil {
+		opts.Delete, opts.Concurrency = svc.Sync.Delete, svc.Sync.Concurrency
+	}
+	syncer, err := files.OpenSyncer(ctx, src, dst, opts)
+	if err != nil {
+		return "", err
+	}
+	defer syncer.Close()
+	rep, err := syncer.Sync(ctx)
+	if err != nil {
+		return "", err
+	}
+	out := fmt.Sprintf("%s → %s: %d copied (%s), %d deleted, %d unchanged in %s", x.primaryRegion(s), s.Args["region"],
+		rep.Copied, config.ByteSize(rep.BytesCopied), rep.Deleted, rep.Unchanged, rep.Finished.Sub(rep.Started).Round(time.Millisecond))
+	if len(rep.Failed) > 0 {
+		var keys []string
+		for i, f := range rep.Failed {
+			if i == 20 {
+				keys = append(keys, fmt.Sprintf("and %d more", len(rep.Failed)-20))
+				break
+			}
+			keys = append(keys, fmt.Sprintf("%s (%s: %s)", f.Key, f.Op, f.Err))
+		}
+		out += fmt.Sprintf("; NOT COPIED (%d): %s", len(rep.Failed), strings.Join(keys, "; "))
+	}
+	return out, nil
 }

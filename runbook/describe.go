@@ -103,6 +103,8 @@ func Describe(cfg *config.Config, s Step) string {
 		return t() + ": REPLICAOF NO ONE, accept writes"
 	case "redis.replicate":
 		return fmt.Sprintf("%s: REPLICAOF %s, wait for the link", t(), target(cfg, a["service"], primaryArg(s)))
+	case "files.sync":
+		return fmt.Sprintf("%s: copy what differs from %s (final sync)", t(), target(cfg, a["service"], primaryArg(s)))
 	case "verify":
 		if a["service"] != "" {
 			return fmt.Sprintf("probe %s until it answers", t())

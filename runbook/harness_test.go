@@ -36,6 +36,7 @@ type harness struct {
 	lags   *runbook.LagMemory
 	exec   *runbook.Executor
 	writer string
+	shares [2]string // east, west
 
 	mu      sync.Mutex
 	notices []string
@@ -59,6 +60,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		o.policy = "manual"
 	}
 	writer := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	shareEast, shareWest := t.TempDir(), t.TempDir()
 	doc := fmt.Sprintf(`
 cluster: rb
 regions:
@@ -83,6 +85,12 @@ services:
       west: %s
     health: {interval: 200ms, timeout: 150ms, fall: 2, rise: 1}
     replication: {heartbeat: 200ms}
+  - name: share
+    kind: files
+    endpoints:
+      east: file://%s
+      west: file://%s
+    sync: {interval: 1h}
 traffic:
   postgres:
     - {listen: %q, service: db, role: writer}
@@ -92,7 +100,7 @@ policy:
 `, pg.Primary.DSN(), pg.Standby.DSN(), mode,
 		pg.Primary.DataDir, pg.Primary.OSUser(), pg.Primary.Bin(),
 		pg.Standby.DataDir, pg.Standby.OSUser(), pg.Standby.Bin(),
-		rd.Primary.URL(), rd.Replica.URL(), writer, o.policy)
+		rd.Primary.URL(), rd.Replica.URL(), shareEast, shareWest, writer, o.policy)
 	cfg := testenv.Config(t, doc)
 	logger := slog.New(slog.DiscardHandler)
 	if os.Getenv("LIFEBOAT_TEST_LOG") != "" {
@@ -110,7 +118,7 @@ policy:
 	if err := node.Open(); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, cfg: cfg, pg: pg, redis: rd, cp: cp, node: node, lags: runbook.NewLagMemory(), writer: writer}
+	h := &harness{t: t, cfg: cfg, pg: pg, redis: rd, cp: cp, node: node, lags: runbook.NewLagMemory(), writer: writer, shares: [2]string{shareEast, shareWest}}
 	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
 	h.exec = runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: h.lags,
 		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Logger: logger, Poll: 50 * time.Millisecond})

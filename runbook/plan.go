@@ -245,6 +245,8 @@ func failover(cfg *config.Config, b *builder, req Request) {
 	// out the state lease when a primary could not be fenced.
 	fence := append(perService(cfg, config.KindPostgres, "fence", "postgres.fence", from, quickTimeout, config.OnFailureContinue),
 		perService(cfg, config.KindRedis, "fence", "redis.fence", from, quickTimeout, config.OnFailureContinue)...)
+	// A last copy of the files from the lost region, if it still answers.
+	fence = append(fence, withPrimary(from, perService(cfg, config.KindFiles, "sync", "files.sync", to, defaultTimeout, config.OnFailureContinue))...)
 	b.group("fence", fence...)
 	b.group("epoch", step("switch-"+to, "traffic.switch", quickTimeout, config.OnFailureAbort, "region", to))
 	promote := append(perService(cfg, config.KindPostgres, "promote", "postgres.promote", to, time.Minute, config.OnFailureAbort),
@@ -265,7 +267,9 @@ func switchover(cfg *config.Config, b *builder, from, to, prefix string) {
 	fence := append(perService(cfg, config.KindPostgres, n("fence"), "postgres.fence", from, quickTimeout, config.OnFailureRollback),
 		perService(cfg, config.KindRedis, n("fence"), "redis.fence", from, quickTimeout, config.OnFailureRollback)...)
 	b.group(n("fence"), fence...)
-	b.group(n("catch-up"), withPrimary(from, perService(cfg, config.KindPostgres, n("catch-up"), "postgres.wait_caught_up", to, defaultTimeout, config.OnFailureRollback))...)
+	catchUp := append(withPrimary(from, perService(cfg, config.KindPostgres, n("catch-up"), "postgres.wait_caught_up", to, defaultTimeout, config.OnFailureRollback)),
+		withPrimary(from, perService(cfg, config.KindFiles, n("sync"), "files.sync", to, longTimeout, config.OnFailureRollback))...)
+	b.group(n("catch-up"), catchUp...)
 	b.group(n("epoch"), step(n("switch-"+to), "traffic.switch", quickTimeout, config.OnFailureRollback, "region", to))
 	promote := append(perService(cfg, config.KindPostgres, n("promote"), "postgres.promote", to, time.Minute, config.OnFailureAbort),
 		perService(cfg, config.KindRedis, n("promote"), "redis.promote", to, defaultTimeout, config.OnFailureAbort)...)
@@ -297,7 +301,9 @@ func reprotect(cfg *config.Config, b *builder, region, to, prefix string) []Step
 // Make its data services standbys of the active region, let them catch
 // up, then switch over to it.
 func failback(cfg *config.Config, b *builder, req Request) {
-	b.group("prepare", reprotect(cfg, b, req.To, req.From, "reprotect")...)
+	prepare := append(reprotect(cfg, b, req.To, req.From, "reprotect"),
+		withPrimary(req.From, perService(cfg, config.KindFiles, "sync-back", "files.sync", req.To, longTimeout, config.OnFailureAbort))...)
+	b.group("prepare", prepare...)
 	b.group("prepare-catch-up", withPrimary(req.From, perService(cfg, config.KindPostgres, "prepare-catch-up", "postgres.wait_caught_up", req.To, longTimeout, config.OnFailureAbort))...)
 	switchover(cfg, b, req.From, req.To, "back-")
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +37,11 @@ func redisRole(t *testing.T, c *goredis.Client) string {
 func TestSwitchoverUnderLoad(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.ready("west")
+	// A file written just before the switchover (the periodic sync runs
+	// hourly here): the final sync must carry it.
+	if err := os.WriteFile(filepath.Join(h.shares[0], "report.csv"), []byte("a,b\n1,2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	w := h.startWorkload(10 * time.Second)
 	time.Sleep(time.Second)
 	r := h.run(runbook.KindSwitchover, "east", "west", false)
@@ -77,6 +84,9 @@ func TestSwitchoverUnderLoad(t *testing.T) {
 	})
 	if role := redisRole(t, h.redis.Replica.Client(t)); role != "master" {
 		t.Errorf("west redis role %s, want master", role)
+	}
+	if b, err := os.ReadFile(filepath.Join(h.shares[1], "report.csv")); err != nil || string(b) != "a,b\n1,2\n" {
+		t.Errorf("the file written before the switchover is not in west: %q %v (%s)", b, err, r.Step("sync-share-west").Output)
 	}
 	if role := redisRole(t, h.redis.Primary.Client(t)); role != "slave" {
 		t.Errorf("east redis role %s, want slave", role)

@@ -85,6 +85,7 @@ catch up, then a switchover moves traffic back.`,
 		a.runsCommand(),
 		a.approveCommand(),
 		a.labCommand(),
+		a.filesCommand(),
 	)
 	return root
 }

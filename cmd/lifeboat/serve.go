@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,7 +156,17 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	node, err := observe.New(cfg, observe.Options{Observer: f.node, Logger: logger, Registry: reg})
+	// Only the leader copies files; every node measures their lag.
+	var elector atomic.Pointer[control.Elector]
+	copyFiles := func() bool {
+		e := elector.Load()
+		if e == nil {
+			return false
+		}
+		_, ok := e.Leading()
+		return ok
+	}
+	node, err := observe.New(cfg, observe.Options{Observer: f.node, Logger: logger, Registry: reg, CopyFiles: copyFiles})
 	if err != nil {
 		return err
 	}
@@ -166,6 +177,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		node.Close(closeCtx)
 		return err
 	}
+	elector.Store(cp.Elector())
 	// Every verdict change goes to the event stream, from the first probe.
 	node.OnVerdict(func(service, region string, from, to health.State, reason string) {
 		cp.Record(control.Event{Type: control.EventVerdict, Service: service, Region: region,
