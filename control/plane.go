@@ -81,6 +81,10 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: opts.TLS,
+		// A member cut off by a partition keeps its established
+		// connection until keepalive gives up on it; requests the balancer
+		// sends there hang until their deadline. Notice within ~2s.
+		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second,
 		Logger: zap.NewNop(), AutoSyncInterval: 30 * time.Second,
 	})
 	if err != nil {

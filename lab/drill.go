@@ -376,7 +376,11 @@ func (l *Lab) planned(ctx context.Context, kind string, from, to Region, res *Dr
 			return fmt.Errorf("lab: switchover back to %s %s: %s", from.Name, back.Status, back.Error)
 		}
 	}
-	return l.waitStandbyReady(ctx, to.Name, 60*time.Second)
+	standby := to
+	if kind == Failback {
+		standby = from
+	}
+	return l.waitStandbyReady(ctx, standby.Name, 60*time.Second)
 }
 
 // restore brings the failed region back after an unplanned drill and,

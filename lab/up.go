@@ -113,10 +113,6 @@ func (l *Lab) startPostgres(ctx context.Context) error {
 		return err
 	}
 	os.Remove(pw)
-	sync := ""
-	if l.Sync {
-		sync = "synchronous_standby_names = '*'\n"
-	}
 	conf := fmt.Sprintf(`
 listen_addresses = '%%s'
 port = %d
@@ -127,7 +123,7 @@ max_wal_senders = 10
 hot_standby = on
 wal_log_hints = on
 fsync = off
-%s`, PortPostgres, sync)
+`, PortPostgres)
 	if err := appendFile(filepath.Join(l.pgDir(primary), "postgresql.conf"), fmt.Sprintf(conf, primary.IP, filepath.Join(l.regionDir(primary), "sock"), primary.Name)); err != nil {
 		return err
 	}
@@ -151,7 +147,18 @@ fsync = off
 	if err := l.daemon(standby, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(standby)); err != nil {
 		return err
 	}
-	return waitPG(ctx, l.PGDSN(standby.IP, PortPostgres), "")
+	if err := waitPG(ctx, l.PGDSN(standby.IP, PortPostgres), ""); err != nil {
+		return err
+	}
+	if l.Sync {
+		// Synchronous once the standby streams (earlier, the primary's
+		// own setup would wait for it).
+		if err := waitPG(ctx, admin, "ALTER SYSTEM SET synchronous_standby_names = '*'"); err != nil {
+			return err
+		}
+		return waitPG(ctx, admin, "SELECT pg_reload_conf()")
+	}
+	return nil
 }
 
 // logTails is the end of every log the lab wrote, for an error message

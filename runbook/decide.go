@@ -83,9 +83,13 @@ func (d *Decider) Open() error {
 			}
 			d.opts.Lags.Observe(d.opts.Status.Status())
 			if d.opts.Leading() {
-				if _, err := d.Decide(ctx); err != nil && ctx.Err() == nil {
+				// Bounded: a store request stuck on a partitioned member
+				// must not stall every later decision.
+				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				if _, err := d.Decide(dctx); err != nil && ctx.Err() == nil {
 					d.opts.Logger.Warn("decision failed", "err", err)
 				}
+				cancel()
 			}
 		}
 	})

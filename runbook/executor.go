@@ -148,7 +148,9 @@ func (e *Executor) loop(ctx context.Context) {
 		if !e.opts.Leading() {
 			continue
 		}
-		r, err := e.opts.Store.ActiveRun(ctx)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		r, err := e.opts.Store.ActiveRun(rctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				e.opts.Logger.Warn("runs: cannot read the active run", "err", err)

@@ -55,6 +55,7 @@ type Request struct {
 // Default step timeouts.
 const (
 	quickTimeout   = 5 * time.Second
+	fenceTimeout   = 2 * time.Second
 	defaultTimeout = 30 * time.Second
 	longTimeout    = 5 * time.Minute
 )
@@ -241,10 +242,11 @@ func failover(cfg *config.Config, b *builder, req Request) {
 	b.group("check", step("check-"+to, "check.target", quickTimeout, config.OnFailureAbort, "region", to))
 	b.group("hold", step("hold", "traffic.hold", quickTimeout, config.OnFailureAbort))
 	// The old region may be gone: a fence that fails does not stop the
-	// failover, the new epoch fences the data plane, and promotion waits
-	// out the state lease when a primary could not be fenced.
-	fence := append(perService(cfg, config.KindPostgres, "fence", "postgres.fence", from, quickTimeout, config.OnFailureContinue),
-		perService(cfg, config.KindRedis, "fence", "redis.fence", from, quickTimeout, config.OnFailureContinue)...)
+	// failover (so it gets little time), the new epoch fences the data
+	// plane, and promotion waits until every live node routes by it when a
+	// primary could not be fenced.
+	fence := append(perService(cfg, config.KindPostgres, "fence", "postgres.fence", from, fenceTimeout, config.OnFailureContinue),
+		perService(cfg, config.KindRedis, "fence", "redis.fence", from, fenceTimeout, config.OnFailureContinue)...)
 	// A last copy of the files from the lost region, if it still answers.
 	fence = append(fence, withPrimary(from, perService(cfg, config.KindFiles, "sync", "files.sync", to, defaultTimeout, config.OnFailureContinue))...)
 	b.group("fence", fence...)
