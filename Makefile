@@ -29,7 +29,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
-demo: build
+demo: deps build
 	@scripts/demo.sh
 
 clean:
