@@ -143,7 +143,8 @@ func (l *Lab) waitStandbyReady(ctx context.Context, region string, limit time.Du
 }
 
 func (l *Lab) startWorkload() *drill.Workload {
-	return drill.StartWorkload(drill.WorkloadConfig{URL: l.FrontDoor(), Host: AppHost, Rate: 50, Reads: true, Timeout: 2 * time.Second})
+	// Clients wait as long as a switchover may hold them (5s) and then some.
+	return drill.StartWorkload(drill.WorkloadConfig{URL: l.FrontDoor(), Host: AppHost, Rate: 50, Reads: true, Timeout: 8 * time.Second})
 }
 
 // unplanned injects the fault in from and measures the automatic failover

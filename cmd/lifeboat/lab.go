@@ -50,6 +50,7 @@ func (a *app) labUpCommand() *cobra.Command {
 		async     bool
 		pgBin     string
 		logFormat string
+		binary    string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -67,9 +68,12 @@ func (a *app) labUpCommand() *cobra.Command {
 			if latency < 0 || latency > 2*time.Second {
 				return usageError{fmt.Errorf("--latency %s: use 0 to 2s", latency)}
 			}
-			bin, err := os.Executable()
-			if err != nil {
-				return err
+			bin := binary
+			if bin == "" {
+				var err error
+				if bin, err = os.Executable(); err != nil {
+					return err
+				}
 			}
 			logger, err := a.logger("info", logFormat)
 			if err != nil {
@@ -95,6 +99,8 @@ func (a *app) labUpCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&async, "async", false, "asynchronous replication (the default)")
 	cmd.Flags().StringVar(&pgBin, "pg-bin", "/usr/lib/postgresql/15/bin", "PostgreSQL 15 programs")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
+	cmd.Flags().StringVar(&binary, "binary", "", "the lifeboat program the lab's processes run (default: this one)")
+	cmd.Flags().MarkHidden("binary")
 	return cmd
 }
 
@@ -127,9 +133,10 @@ func printLab(w interface{ Write([]byte) (int, error) }, l *lab.Lab) {
 func (a *app) labStatusCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the lab and what each node sees",
-		Args:  noArgs,
+		Use:     "status",
+		Short:   "Show the lab and what each node sees",
+		Example: `  sudo lifeboat lab status`,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := lab.Load(dir)
 			if err != nil {
@@ -170,9 +177,10 @@ func (a *app) labStatusCommand() *cobra.Command {
 func (a *app) labDownCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:   "down",
-		Short: "Stop the lab and remove everything it made",
-		Args:  noArgs,
+		Use:     "down",
+		Short:   "Stop the lab and remove everything it made",
+		Example: `  sudo lifeboat lab down --dir /tmp/lifeboat-lab`,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := lab.Load(dir)
 			if err != nil {
@@ -191,6 +199,7 @@ func (a *app) labDownCommand() *cobra.Command {
 
 func (a *app) labAppCommand() *cobra.Command {
 	var listen, region, db string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:     "app",
 		Short:   "Run the lab's sample application (started by lab up in each region)",
@@ -206,13 +215,14 @@ func (a *app) labAppCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			dsn := fmt.Sprintf("postgres://lifeboat:%s@%s/lab?sslmode=disable&connect_timeout=2", url.QueryEscape(pw), db)
-			return labapp.Run(cmd.Context(), labapp.Config{Listen: listen, Region: region, DSN: dsn, Logger: logger})
+			dsn := fmt.Sprintf("postgres://lifeboat:%s@%s/lab?sslmode=disable", url.QueryEscape(pw), db)
+			return labapp.Run(cmd.Context(), labapp.Config{Listen: listen, Region: region, DSN: dsn, Logger: logger, Timeout: timeout})
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "host:port to serve on")
 	cmd.Flags().StringVar(&region, "region", "", "this instance's region")
 	cmd.Flags().StringVar(&db, "db", "", "host:port of the Postgres writer endpoint (password from $LAB_PASSWORD)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 6*time.Second, "database time per request: longer than a switchover's hold (at most 5s), so held requests wait instead of failing")
 	return cmd
 }
 

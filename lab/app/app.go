@@ -126,8 +126,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("app: the DSN is not a valid Postgres connection string: %w", err)
 	}
-	if ct := cc.ConnectTimeout; ct <= 0 || ct > maxConnectTimeout {
-		cc.ConnectTimeout = maxConnectTimeout
+	// A connection may wait out a switchover's hold at the writer
+	// endpoint: allow it the request's time, but no more.
+	if ct := cc.ConnectTimeout; ct <= 0 || ct > max(maxConnectTimeout, cfg.Timeout) {
+		cc.ConnectTimeout = max(maxConnectTimeout, cfg.Timeout)
 	}
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "lifeboat-lab-app-" + cfg.Region
