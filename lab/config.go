@@ -52,7 +52,8 @@ func (s *Spec) configYAML() string {
 	for _, r := range s.DataRegions() {
 		w("      %s: postgres://lifeboat:${LAB_PASSWORD}@%s:%d/lab?sslmode=disable&connect_timeout=3\n", r.Name, r.IP, PortPostgres)
 	}
-	w("    %s\n    replication: {mode: %s, heartbeat: 500ms}\n    manage:\n", health, mode)
+	// A small lag gate, so that the replication-lag drill can cross it.
+	w("    %s\n    replication: {mode: %s, heartbeat: 500ms, max_lag_on_failover: %s}\n    manage:\n", health, mode, LagGate)
 	for _, r := range s.DataRegions() {
 		w("      %s: {data_dir: %s, bin_dir: %s, command: \"ip netns exec %s runuser -u postgres -- sh -c {cmd}\"}\n", r.Name, s.pgDir(r), s.PGBin, r.NS)
 	}
@@ -75,6 +76,9 @@ func (s *Spec) configYAML() string {
 	w("  cooldown: 1s\n  max_auto_failovers: 1000\n  failover_window: 1h\n")
 	return b.String()
 }
+
+// LagGate is the lab database's max_lag_on_failover.
+const LagGate = "1MB"
 
 func (s *Spec) regionDir(r Region) string { return filepath.Join(s.Dir, r.Name) }
 func (s *Spec) pgDir(r Region) string     { return filepath.Join(s.regionDir(r), "postgres", "data") }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,11 +26,15 @@ const (
 	NetworkPartition = "network-partition" // the active region is cut off from the others
 	Switchover       = "switchover"        // planned move
 	Failback         = "failback"          // back to the preferred region after a failover
+	// ReplicationLag: the standby falls behind (replay paused, a burst of
+	// writes), then the active region dies: the lag gate must refuse the
+	// automatic failover.
+	ReplicationLag = "replication-lag"
 )
 
 // Scenarios lists the drills the lab runs.
 func Scenarios() []string {
-	return []string{RegionOutage, DBCrash, NetworkPartition, Switchover, Failback}
+	return []string{RegionOutage, DBCrash, NetworkPartition, Switchover, Failback, ReplicationLag}
 }
 
 // DrillResult is what one drill measured. A figure that could not be
@@ -100,6 +106,8 @@ func (l *Lab) Drill(ctx context.Context, scenario string) (*DrillResult, error) 
 	switch scenario {
 	case Switchover, Failback:
 		err = l.planned(ctx, scenario, from, to, res)
+	case ReplicationLag:
+		err = l.lagGate(ctx, from, to, res)
 	default:
 		_, err = l.unplanned(ctx, scenario, from, to, res)
 		if err == nil {
@@ -389,6 +397,7 @@ func (l *Lab) planned(ctx context.Context, kind string, from, to Region, res *Dr
 func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback bool) error {
 	switch scenario {
 	case RegionOutage:
+		l.waitPostmasterGone(r)
 		if err := l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r)); err != nil {
 			return err
 		}
@@ -406,6 +415,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 			}
 		}
 	case DBCrash:
+		l.waitPostmasterGone(r)
 		if err := l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r)); err != nil {
 			return err
 		}
@@ -491,4 +501,104 @@ func Summarize(vals []*float64) Summary {
 	med, p95, mx := xs[len(xs)/2], xs[min(len(xs)-1, int(float64(len(xs))*0.95))], xs[len(xs)-1]
 	s.Median, s.P95, s.Max = &med, &p95, &mx
 	return s
+}
+
+// lagGate: the standby stops replaying, a burst of writes puts it beyond
+// max_lag_on_failover, then the active region dies. The automatic failover
+// must be refused (an unforced promotion would lose the lag). The lab is
+// then put back: the region restarted, replay resumed; nothing moved.
+func (l *Lab) lagGate(ctx context.Context, from, to Region, res *DrillResult) error {
+	watcher := l.nodeOutside(from)
+	before, err := l.runs(ctx, watcher)
+	if err != nil {
+		return err
+	}
+	standby := l.PGDSN(to.IP, PortPostgres)
+	if err := waitPG(ctx, standby, "SELECT pg_wal_replay_pause()"); err != nil {
+		return err
+	}
+	defer waitPG(context.WithoutCancel(ctx), standby, "SELECT pg_wal_replay_resume()")
+	burst := "CREATE TABLE IF NOT EXISTS filler (id serial, pad text); INSERT INTO filler (pad) SELECT repeat('x', 1000) FROM generate_series(1, 4000)"
+	if err := waitPG(ctx, l.PGDSN(from.IP, PortPostgres), burst); err != nil {
+		return err
+	}
+	// Wait until the nodes have measured the standby beyond the gate.
+	var lag int64
+	deadline := time.Now().Add(30 * time.Second)
+	for lag < 1<<20 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: the standby's lag never passed the gate (last %d bytes)", lag)
+		}
+		if st, err := l.NodeStatus(ctx, watcher); err == nil {
+			for _, e := range st.Exposure {
+				if e.Service == "db" {
+					lag = e.LagBytes
+					secs := e.LagSeconds
+					res.PredictedLossSeconds = &secs
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res.Notes = append(res.Notes, fmt.Sprintf("the standby lagged %d bytes (gate %s) when the region died", lag, LagGate))
+	fault := time.Now()
+	res.FaultAt = fault.UTC().Format(time.RFC3339Nano)
+	l.killRegion(ctx, from)
+	// The refusal: a decision event, and no run.
+	refused := ""
+	for deadline := time.Now().Add(30 * time.Second); refused == "" && time.Now().Before(deadline); {
+		evs, err := l.events(ctx, watcher)
+		if err == nil {
+			for _, e := range evs {
+				if e.Type == control.EventDecision && e.Time.After(fault) && strings.Contains(e.Message, "max_lag_on_failover") {
+					refused = e.Message
+				}
+			}
+		}
+		if refused == "" {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	runs, err := l.runs(ctx, watcher)
+	if err != nil {
+		return err
+	}
+	if len(runs) != len(before) {
+		res.RunID, res.RunbookStatus = runs[0].ID, runs[0].Status
+		return fmt.Errorf("lab: a failover ran although the standby was beyond the lag gate (run %s)", runs[0].ID)
+	}
+	if refused == "" {
+		return errors.New("lab: the automatic failover was neither run nor refused within 30s")
+	}
+	res.RunbookStatus = "refused"
+	res.Notes = append(res.Notes, "lag gate: "+refused)
+	res.Notes = append(res.Notes, "recovery, loss and split brain: nothing failed over, by design (force a failover to accept the loss)")
+	// Put the lab back: the region restarts as it was, still active.
+	if err := waitPG(ctx, standby, "SELECT pg_wal_replay_resume()"); err != nil {
+		return err
+	}
+	if err := l.restore(ctx, RegionOutage, from, false); err != nil {
+		return err
+	}
+	return l.waitStandbyReady(ctx, to.Name, 90*time.Second)
+}
+
+// waitPostmasterGone waits (up to 10s) until the killed postmaster named
+// in the region's postmaster.pid has exited, and removes the lock file
+// when that process is gone or a zombie nobody reaps: PostgreSQL refuses
+// to start while the pid in it exists.
+func (l *Lab) waitPostmasterGone(r Region) {
+	lock := filepath.Join(l.pgDir(r), "postmaster.pid")
+	b, err := os.ReadFile(lock)
+	if err != nil {
+		return
+	}
+	pid := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			os.Remove(lock)
+			return
+		}
+	}
 }

@@ -57,7 +57,7 @@ func TestLabDrills(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "node witness: active east, epoch 1") {
 		t.Errorf("lab status: exit %d\n%s", code, out)
 	}
-	for _, scenario := range []string{"region-outage", "db-crash", "network-partition", "switchover", "failback"} {
+	for _, scenario := range []string{"region-outage", "db-crash", "network-partition", "switchover", "failback", "replication-lag"} {
 		out, errs, code := run(t, nil, "lab", "drill", scenario, "--json", "--dir", dir)
 		if code != 0 {
 			t.Fatalf("drill %s: exit %d\n%s\n%s", scenario, code, out, errs)
@@ -69,6 +69,13 @@ func TestLabDrills(t *testing.T) {
 		requireKeys(t, scenario, r, "scenario", "replication", "detect_seconds", "recover_seconds", "client_errors", "error_window_seconds",
 			"writes_acked", "writes_lost", "predicted_loss_seconds", "split_brain_violations", "run_id", "runbook_status", "report", "notes")
 		t.Logf("%s: detect %v recover %v errors %v acked %v lost %v split-brain %v", scenario, r["detect_seconds"], r["recover_seconds"], r["client_errors"], r["writes_acked"], r["writes_lost"], r["split_brain_violations"])
+		if scenario == "replication-lag" {
+			// The lag gate refuses the automatic failover: nothing moves.
+			if r["runbook_status"] != "refused" || r["run_id"] != "" || !strings.Contains(fmt.Sprint(r["notes"]), "over max_lag_on_failover") {
+				t.Errorf("replication-lag: %v", r)
+			}
+			continue
+		}
 		if r["runbook_status"] != "succeeded" || r["replication"] != "sync" {
 			t.Errorf("%s: runbook %v, replication %v", scenario, r["runbook_status"], r["replication"])
 		}
