@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/azureblob" // azblob:// stores
@@ -288,65 +289,143 @@ func (s *store) walk(ctx context.Context) (*listing, error) {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
 	l := &listing{present: map[string]bool{}}
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if p == root {
+	if err := s.walkDir(ctx, l, root, ""); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// walkDir lists the directory dir, rel below the root ("" for the root,
+// which fails the listing when it cannot be read).
+func (s *store) walkDir(ctx context.Context, l *listing, dir, rel string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	entries, err := readDir(dir)
+	if err != nil {
+		if rel == "" {
 			return err // the root itself unreadable: no listing at all
 		}
-		rel := filepath.ToSlash(p[len(root)+1:])
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while walking: gone
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while walking: gone
+		}
+		// What could be read is listed all the same.
+		l.incomplete = true
+		l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: pathErr(err)})
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		erel := e.name
+		if rel != "" {
+			erel = rel + "/" + e.name
+		}
+		info := e.info
+		if e.err != nil {
+			if errors.Is(e.err, fs.ErrNotExist) {
+				continue
 			}
 			l.incomplete = true
-			l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: pathErr(err)})
-			return nil
+			l.problems = append(l.problems, ObjectError{Key: erel, Op: "list", Err: pathErr(e.err)})
+			continue
 		}
-		if d.IsDir() {
-			if rel+"/" == metaPrefix {
-				return filepath.SkipDir
+		if info.IsDir() {
+			if erel+"/" == metaPrefix {
+				continue
 			}
-			return nil
-		}
-		if strings.HasSuffix(rel, attrsSuffix) {
-			return nil // a fileblob sidecar, not an object
-		}
-		info, err := d.Info()
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
+			if err := s.walkDir(ctx, l, joinPath(dir, e.name), erel); err != nil {
+				return err
 			}
-			l.incomplete = true
-			l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: pathErr(err)})
-			return nil
+			continue
 		}
-		key := unescapeKey(rel)
-		if escapeKey(key) != rel {
-			l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: "this file name does not map to a key"})
-			return nil
+		if strings.HasSuffix(erel, attrsSuffix) {
+			continue // a fileblob sidecar, not an object
+		}
+		key := erel
+		if !plainPath(erel) {
+			key = unescapeKey(erel)
+			if escapeKey(key) != erel {
+				l.problems = append(l.problems, ObjectError{Key: erel, Op: "list", Err: "this file name does not map to a key"})
+				continue
+			}
 		}
 		if info.Mode()&fs.ModeSymlink != 0 {
-			target, err := os.Stat(p)
+			target, err := os.Stat(joinPath(dir, e.name))
 			if err != nil {
 				l.present[key] = true
 				l.problems = append(l.problems, ObjectError{Key: key, Op: "stat", Err: "symbolic link: " + pathErr(err)})
-				return nil
+				continue
 			}
 			info = target
 		}
 		if !info.Mode().IsRegular() {
 			l.skipped++
-			return nil
+			continue
 		}
 		l.objects = append(l.objects, object{Key: key, Size: info.Size(), ModTime: info.ModTime()})
-		return nil
-	})
+	}
+	return nil
+}
+
+// joinPath is the path of name in the directory dir.
+func joinPath(dir, name string) string {
+	if strings.HasSuffix(dir, string(filepath.Separator)) {
+		return dir + name
+	}
+	return dir + string(filepath.Separator) + name
+}
+
+// dirEntry is an entry of a directory and its lstat, or why that failed.
+type dirEntry struct {
+	name string
+	info fs.FileInfo
+	err  error
+}
+
+// readDir reads the entries of a directory with their lstat.
+// (*os.File).Readdir takes those relative to the directory, far cheaper
+// than a whole path each; when one of them fails it gives up, and the
+// directory is read again entry by entry, so that the others are still
+// listed and the failure is the entry's.
+func readDir(dir string) ([]dirEntry, error) {
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	infos, err := f.Readdir(-1)
+	f.Close()
+	if err == nil {
+		entries := make([]dirEntry, len(infos))
+		for i, fi := range infos {
+			entries[i] = dirEntry{name: fi.Name(), info: fi}
+		}
+		// In order, as os.ReadDir gives them: the listing, sorted at
+		// the end, is then nearly sorted already.
+		slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+		return entries, nil
+	}
+	des, err := os.ReadDir(dir)
+	entries := make([]dirEntry, 0, len(des))
+	for _, d := range des {
+		fi, ierr := d.Info()
+		entries = append(entries, dirEntry{name: d.Name(), info: fi, err: ierr})
+	}
+	return entries, err
+}
+
+// plainPath reports whether escapeKey and unescapeKey leave the relative
+// path p as it is: valid UTF-8 without control characters, escapes
+// ("__0x"), "../", "//" or a trailing '/'. Most paths are plain, and
+// checking so is far cheaper than the round trip.
+func plainPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] < 32 {
+			return false
+		}
+	}
+	return utf8.ValidString(p) && !strings.Contains(p, "__0x") && !strings.Contains(p, "../") &&
+		!strings.Contains(p, "//") && !strings.HasSuffix(p, "/") && os.PathSeparator == '/'
 }
 
 // pathErr is an *fs.PathError's text without the path (the key says it).

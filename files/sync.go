@@ -2,6 +2,7 @@ package files
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -257,15 +258,21 @@ type task struct {
 
 func (p *pass) run() error {
 	s := p.s
+	// Both stores are listed, and the manifest read, at once: a listing
+	// mostly waits (on stat calls, on listing pages).
+	var (
+		dst              *listing
+		entries          map[string]manifestEntry
+		dstErr, entryErr error
+		wg               sync.WaitGroup
+	)
+	wg.Go(func() { dst, dstErr = s.dst.list(p.ctx, s.opts.Timeout) })
+	wg.Go(func() { entries, entryErr = s.loadManifest(p.ctx) })
 	src, err := s.src.list(p.ctx, s.opts.Timeout)
-	if err != nil {
-		return err
+	wg.Wait()
+	if err == nil {
+		err = cmp.Or(dstErr, entryErr)
 	}
-	dst, err := s.dst.list(p.ctx, s.opts.Timeout)
-	if err != nil {
-		return err
-	}
-	entries, err := s.loadManifest(p.ctx)
 	if err != nil {
 		return err
 	}
@@ -321,35 +328,53 @@ func (p *pass) plan(src, dst *listing) ([]task, []string) {
 		p.failed[e.Key] = e
 	}
 	p.rep.Skipped = src.skipped
-	dstByKey := make(map[string]object, len(dst.objects))
-	for _, d := range dst.objects {
-		dstByKey[d.Key] = d
-	}
+	// Both listings are sorted by key: walked side by side, the
+	// destination's objects that the source does not have (extra) come
+	// out on the way.
 	var tasks []task
-	inSource := make(map[string]bool, len(src.objects))
+	var extra []string
+	notInSource := func(d object) {
+		if !src.present[d.Key] {
+			extra = append(extra, d.Key)
+		}
+	}
+	j := 0
+	entries := len(p.man.entries) // as loaded; upToDate may add some
+	recorded := 0                 // source objects with one of those
 	for _, o := range src.objects {
-		inSource[o.Key] = true
-		d, ok := dstByKey[o.Key]
+		for j < len(dst.objects) && dst.objects[j].Key < o.Key {
+			notInSource(dst.objects[j])
+			j++
+		}
+		var d object
+		ok := j < len(dst.objects) && dst.objects[j].Key == o.Key
+		if ok {
+			d = dst.objects[j]
+			j++
+		}
 		e, hasEntry := p.man.entries[o.Key]
+		if hasEntry {
+			recorded++
+		}
 		switch {
 		case !ok, d.Size != o.Size:
 			tasks = append(tasks, task{kind: taskCopy, src: o})
 		case len(o.MD5) > 0 && len(d.MD5) > 0:
 			// Both stores know the content's MD5: no need to read it.
 			if bytes.Equal(o.MD5, d.MD5) {
-				p.upToDate(o, d)
+				p.upToDateFrom(o, d, e, hasEntry)
 			} else {
 				tasks = append(tasks, task{kind: taskCopy, src: o})
 			}
 		case s.opts.Checksum:
 			tasks = append(tasks, task{kind: taskVerify, src: o, dst: d})
 		case hasEntry && e.matches(o) && (e.DstModTime.IsZero() || e.DstModTime.Equal(d.ModTime)):
-			p.upToDate(o, d)
+			p.upToDateFrom(o, d, e, hasEntry)
 		case !hasEntry && !d.ModTime.Before(o.ModTime):
 			// Written after the source last changed, with the same size,
 			// but not recorded: a copy made by a pass that did not get to
 			// save its manifest.
-			p.upToDate(o, d)
+			p.upToDateFrom(o, d, e, hasEntry)
 		default:
 			// Same size, but the source changed since it was recorded, or
 			// the copy was changed, or it predates the source: only the
@@ -357,19 +382,19 @@ func (p *pass) plan(src, dst *listing) ([]task, []string) {
 			tasks = append(tasks, task{kind: taskVerify, src: o, dst: d})
 		}
 	}
+	for ; j < len(dst.objects); j++ {
+		notInSource(dst.objects[j])
+	}
 	for _, t := range tasks {
 		p.pending[t.src.Key] = t.src
 	}
 
-	var extra []string
-	for _, d := range dst.objects {
-		if !inSource[d.Key] && !src.present[d.Key] {
-			extra = append(extra, d.Key)
-		}
-	}
-	if !src.incomplete {
+	// Entries of keys the source no longer has, if any (the manifest
+	// had more entries than source objects with one).
+	if !src.incomplete && entries > recorded {
 		for k := range p.man.entries {
-			if !inSource[k] && !src.present[k] {
+			_, inSource := slices.BinarySearchFunc(src.objects, k, func(o object, k string) int { return strings.Compare(o.Key, k) })
+			if !inSource && !src.present[k] {
 				p.man.remove(k)
 			}
 		}
@@ -404,8 +429,27 @@ func (e manifestEntry) matches(o object) bool {
 // upToDate counts o as synced and records it with d, the destination's
 // object.
 func (p *pass) upToDate(o, d object) {
+	old, recorded := p.man.entries[o.Key]
+	p.upToDateFrom(o, d, old, recorded)
+}
+
+// upToDateFrom is upToDate with o's manifest entry (old, if recorded)
+// at hand.
+func (p *pass) upToDateFrom(o, d object, old manifestEntry, recorded bool) {
 	p.rep.Unchanged++
-	p.man.set(o.Key, manifestEntry{Size: o.Size, ModTime: o.ModTime, MD5: hexOrEmpty(o.MD5), DstModTime: d.ModTime})
+	e := manifestEntry{Size: o.Size, ModTime: o.ModTime, MD5: hexOrEmpty(o.MD5), DstModTime: d.ModTime}
+	if recorded && old.sameAs(e) {
+		// Recorded already. Times are compared with Equal: those read
+		// back from the manifest are in UTC, those of a listing may be
+		// local, and the manifest would be rewritten on every pass.
+		return
+	}
+	p.man.set(o.Key, e)
+}
+
+// sameAs reports whether two entries record the same thing.
+func (e manifestEntry) sameAs(f manifestEntry) bool {
+	return e.Size == f.Size && e.MD5 == f.MD5 && e.ModTime.Equal(f.ModTime) && e.DstModTime.Equal(f.DstModTime)
 }
 
 func hexOrEmpty(b []byte) string {
@@ -663,6 +707,17 @@ func (w *watchdog) hasFired() bool {
 	return w.fired
 }
 
+// copyBufSize is the size of the buffers that copies and hashes stream
+// through.
+const copyBufSize = 256 << 10
+
+// copyBufs holds the buffers of copies and hashes (*[]byte of
+// copyBufSize), reused across objects: one per object in flight.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// writerOnly hides every method of an io.Writer but Write.
+type writerOnly struct{ io.Writer }
+
 // copyObject streams one object from the source to the destination. The
 // destination sees the object whole or not at all: fileblob publishes a
 // temporary file with a rename, S3 and the others an upload on Close,
@@ -682,7 +737,11 @@ func (s *Syncer) copyObject(ctx context.Context, o object) (int64, string, error
 	}
 	wd := newWatchdog(s.opts.Timeout, cancel)
 	defer wd.stop()
-	n, err := io.Copy(w, &progressReader{r: r, wd: wd})
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	// The writer is wrapped to hide its ReadFrom, which would allocate a
+	// buffer of its own (1 MiB) for every object.
+	n, err := io.CopyBuffer(writerOnly{w}, &progressReader{r: r, wd: wd}, *buf)
 	if err != nil {
 		cancel() // before Close, which then discards the write
 		w.Close()
@@ -729,7 +788,9 @@ func (s *Syncer) hash(ctx context.Context, st *store, key string) ([]byte, error
 	wd := newWatchdog(s.opts.Timeout, cancel)
 	defer wd.stop()
 	h := sha256.New()
-	if _, err := io.Copy(h, &progressReader{r: r, wd: wd}); err != nil {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	if _, err := io.CopyBuffer(h, &progressReader{r: r, wd: wd}, *buf); err != nil {
 		var re *readError
 		if errors.As(err, &re) {
 			err = re.err
