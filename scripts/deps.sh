@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Lifeboat's tests and demo need on a Debian machine with Go:
-# PostgreSQL 15 (server and client), Redis, dig, iproute2, curl and versitygw
-# (an S3 gateway, built with go install). Does
+# PostgreSQL 15 (server and client), Redis, dig, iproute2, curl, rsync and
+# rclone (bench/files.sh compares against them) and versitygw (an S3 gateway,
+# built with go install). Does
 # nothing for what is already there.
 set -euo pipefail
 
@@ -23,6 +24,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the partition test
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)   # bench/files.sh
+command -v rclone >/dev/null 2>&1 || need+=(rclone) # bench/files.sh
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
