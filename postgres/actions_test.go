@@ -190,15 +190,18 @@ func TestWaitCaughtUp(t *testing.T) {
 	// Stopped standby: the error says what failed where.
 	pg.Standby.Stop(t, "fast")
 	started = time.Now()
-	_, err = WaitCaughtUp(within(t, 2*time.Second), p, s, 50*time.Millisecond)
+	// 5s: under load (the whole suite under -race on two cores) one
+	// attempt on the primary can take seconds; the refusal must still
+	// come through.
+	_, err = WaitCaughtUp(within(t, 5*time.Second), p, s, 50*time.Millisecond)
 	t.Logf("stopped: %v", err)
 	addr := fmt.Sprintf("127.0.0.1:%d", pg.Standby.Port)
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "not caught up") ||
 		!strings.Contains(err.Error(), "connect "+addr+": connection refused") || strings.Contains(err.Error(), pg.Standby.Password) {
 		t.Fatalf("stopped standby: %v; want a timeout naming the refused connection to %s", err, addr)
 	}
-	if took := time.Since(started); took > 5*time.Second {
-		t.Fatalf("stopped standby: returned after %s, want about 2s", took)
+	if took := time.Since(started); took > 8*time.Second {
+		t.Fatalf("stopped standby: returned after %s, want at most about 5s", took)
 	}
 
 	// A "standby" that is a primary ends the wait at once.
