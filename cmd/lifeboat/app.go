@@ -86,6 +86,7 @@ catch up, then a switchover moves traffic back.`,
 		a.approveCommand(),
 		a.labCommand(),
 		a.filesCommand(),
+		a.drillCommand(),
 	)
 	return root
 }

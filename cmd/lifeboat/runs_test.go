@@ -82,6 +82,15 @@ traffic:
 		t.Error("the dry run shows the database password")
 	}
 
+	out, errs, code = run(t, nil, "drill", "--dry-run", "--server", server)
+	if code != 0 || !strings.Contains(out, "standby west: ready") || !strings.Contains(out, "failover east → west") || !strings.Contains(out, "ok   region west ready to take over") {
+		t.Errorf("drill --dry-run: exit %d %s\n%s", code, errs, out)
+	}
+	_, errs, code = run(t, nil, "drill", "--server", server)
+	if code != 2 || !strings.Contains(errs, "only --dry-run drills run against a live topology") {
+		t.Errorf("drill without --dry-run: exit %d %s", code, errs)
+	}
+
 	out, errs, code = run(t, nil, "switchover", "--to", "west", "--server", server)
 	if code != 0 {
 		t.Fatalf("switchover: exit %d: %s\n%s\nserve stderr:\n%s", code, errs, out, stderr.String())
