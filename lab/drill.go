@@ -69,6 +69,16 @@ type Step struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// recordRun keeps the run's status and each finished step's duration.
+func (res *DrillResult) recordRun(run *runbook.Run) {
+	res.RunbookStatus = run.Status
+	for _, s := range run.Steps {
+		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
+			res.Steps = append(res.Steps, Step{Name: s.Name, Status: s.Status, Seconds: s.FinishedAt.Sub(s.StartedAt).Seconds()})
+		}
+	}
+}
+
 func seconds(d time.Duration) *float64 {
 	v := d.Seconds()
 	return &v
@@ -240,12 +250,7 @@ func (l *Lab) unplanned(ctx context.Context, scenario string, from, to Region, r
 		w.Stop()
 		return drill.Result{}, err
 	}
-	res.RunbookStatus = run.Status
-	for _, s := range run.Steps {
-		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
-			res.Steps = append(res.Steps, Step{Name: s.Name, Status: s.Status, Seconds: s.FinishedAt.Sub(s.StartedAt).Seconds()})
-		}
-	}
+	res.recordRun(run)
 	time.Sleep(2 * time.Second)
 	result := w.Stop()
 	l.measure(ctx, res, result, fault, to, watcher)
@@ -360,12 +365,7 @@ func (l *Lab) planned(ctx context.Context, kind string, from, to Region, res *Dr
 		w.Stop()
 		return err
 	}
-	res.RunbookStatus = run.Status
-	for _, s := range run.Steps {
-		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
-			res.Steps = append(res.Steps, Step{Name: s.Name, Status: s.Status, Seconds: s.FinishedAt.Sub(s.StartedAt).Seconds()})
-		}
-	}
+	res.recordRun(run)
 	time.Sleep(2 * time.Second)
 	result := w.Stop()
 	l.measure(ctx, res, result, start, to, watcher)
@@ -398,7 +398,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 	switch scenario {
 	case RegionOutage:
 		l.waitPostmasterGone(r)
-		if err := l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r)); err != nil {
+		if err := l.startPostgresIn(r); err != nil {
 			return err
 		}
 		if err := l.startRedisIn(r, ""); err != nil {
@@ -416,7 +416,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 		}
 	case DBCrash:
 		l.waitPostmasterGone(r)
-		if err := l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r)); err != nil {
+		if err := l.startPostgresIn(r); err != nil {
 			return err
 		}
 	case NetworkPartition:

@@ -130,7 +130,7 @@ fsync = off
 	if err := appendFile(filepath.Join(l.pgDir(primary), "pg_hba.conf"), "host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n"); err != nil {
 		return err
 	}
-	if err := l.daemon(primary, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(primary)); err != nil {
+	if err := l.startPostgresIn(primary); err != nil {
 		return err
 	}
 	admin := fmt.Sprintf("postgres://lifeboat:%s@%s:%d/postgres?sslmode=disable&connect_timeout=2", l.Password, primary.IP, PortPostgres)
@@ -144,7 +144,7 @@ fsync = off
 	if err := appendFile(filepath.Join(l.pgDir(standby), "postgresql.conf"), fmt.Sprintf(conf, standby.IP, filepath.Join(l.regionDir(standby), "sock"), standby.Name)); err != nil {
 		return err
 	}
-	if err := l.daemon(standby, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(standby)); err != nil {
+	if err := l.startPostgresIn(standby); err != nil {
 		return err
 	}
 	if err := waitPG(ctx, l.PGDSN(standby.IP, PortPostgres), ""); err != nil {
@@ -177,6 +177,12 @@ func (l *Lab) logTails() string {
 		fmt.Fprintf(&b, "\n--- %s (last lines)\n%s", filepath.Base(f), data)
 	}
 	return b.String()
+}
+
+// startPostgresIn starts region r's PostgreSQL server on its data
+// directory, as the postgres user.
+func (l *Lab) startPostgresIn(r Region) error {
+	return l.daemon(r, "postgres", "postgres", filepath.Join(l.PGBin, "postgres"), "-D", l.pgDir(r))
 }
 
 func appendFile(path, text string) error {

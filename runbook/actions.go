@@ -343,7 +343,7 @@ func pgFence(ctx context.Context, x *execution, s *StepRun) (string, error) {
 		if !ok {
 			return "", fmt.Errorf("mode stop: service %s has no manage entry for region %s", svc.Name, s.Args["region"])
 		}
-		h := postgres.Host{DataDir: m.DataDir, OSUser: m.OSUser, BinDir: m.BinDir, Command: m.Command}
+		h := hostOf(m)
 		if err := h.Stop(ctx, "fast"); err != nil {
 			return "", err
 		}
@@ -450,6 +450,11 @@ func pgPromote(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	return out + note, nil
 }
 
+// hostOf is how a manage entry reaches its server's host.
+func hostOf(m config.PGManage) postgres.Host {
+	return postgres.Host{DataDir: m.DataDir, OSUser: m.OSUser, BinDir: m.BinDir, Command: m.Command}
+}
+
 func pgReprotect(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	svc, old, err := x.endpoint(s, s.Args["region"])
 	if err != nil {
@@ -463,7 +468,7 @@ func pgReprotect(ctx context.Context, x *execution, s *StepRun) (string, error) 
 	if !ok {
 		return "", fmt.Errorf("service %s has no manage entry for region %s", svc.Name, s.Args["region"])
 	}
-	h := postgres.Host{DataDir: m.DataDir, OSUser: m.OSUser, BinDir: m.BinDir, Command: m.Command}
+	h := hostOf(m)
 	res, err := postgres.Reprotect(ctx, h, old, primary)
 	if err != nil {
 		return res.Output, err

@@ -62,19 +62,8 @@ lab: lifeboat lab drill.)`,
 			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/runs", api.RunRequest{Kind: runbook.KindFailover, To: to, DryRun: true}, &dr); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "\n%s\npre-checks (nothing was changed):\n", dr.Text)
-			failed := 0
-			for _, ch := range dr.Checks {
-				mark := "ok  "
-				if !ch.OK {
-					mark, failed = "FAIL", failed+1
-				}
-				fmt.Fprintf(a.stdout, "  %s %s: %s\n", mark, ch.What, ch.Detail)
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d pre-check(s) failed", failed)
-			}
-			return nil
+			fmt.Fprintf(a.stdout, "\n%s\n", dr.Text)
+			return printChecks(a.stdout, dr.Checks)
 		},
 	}
 	f.add(cmd)

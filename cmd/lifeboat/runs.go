@@ -133,20 +133,8 @@ func (a *app) runCommand(kind, short, long, example string) *cobra.Command {
 					return err
 				}
 				fmt.Fprint(a.stdout, dr.Text)
-				fmt.Fprintln(a.stdout, "\npre-checks (nothing was changed):")
-				failed := 0
-				for _, ch := range dr.Checks {
-					mark := "ok  "
-					if !ch.OK {
-						mark = "FAIL"
-						failed++
-					}
-					fmt.Fprintf(a.stdout, "  %s %s: %s\n", mark, ch.What, ch.Detail)
-				}
-				if failed > 0 {
-					return fmt.Errorf("%d pre-check(s) failed", failed)
-				}
-				return nil
+				fmt.Fprintln(a.stdout)
+				return printChecks(a.stdout, dr.Checks)
 			}
 			var run runbook.Run
 			if err := c.do(ctx, http.MethodPost, "/api/v1/runs", req, &run); err != nil {
@@ -174,6 +162,24 @@ func (a *app) runCommand(kind, short, long, example string) *cobra.Command {
 		cmd.Flags().BoolVar(&f.yes, "yes", false, "confirm the failover")
 	}
 	return cmd
+}
+
+// printChecks prints a dry run's pre-checks; an error says how many failed.
+func printChecks(w io.Writer, checks []runbook.Check) error {
+	fmt.Fprintln(w, "pre-checks (nothing was changed):")
+	failed := 0
+	for _, ch := range checks {
+		mark := "ok  "
+		if !ch.OK {
+			mark = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(w, "  %s %s: %s\n", mark, ch.What, ch.Detail)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d pre-check(s) failed", failed)
+	}
+	return nil
 }
 
 // follow prints a run's steps as they end, until the run ends.
