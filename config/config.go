@@ -342,12 +342,61 @@ type Notify struct {
 // Channel is one notification destination.
 type Channel struct {
 	Name string `yaml:"name"`
-	// Type is webhook, slack or teams.
+	// Type is webhook, slack, teams or email.
 	Type string `yaml:"type"`
-	// URL of the webhook; treated as a secret (it often embeds a token).
-	URL Secret `yaml:"url"`
-	// Events filters by event type; empty means all.
+	// URL of the webhook (webhook, slack, teams); treated as a secret (it
+	// often embeds a token).
+	URL Secret `yaml:"url,omitempty"`
+	// Secret signs webhook bodies: the X-Lifeboat-Signature header is
+	// "sha256=" + hex HMAC-SHA256 of the body with this key.
+	Secret Secret `yaml:"secret,omitempty"`
+	// SMTP is the mail server and recipients of an email channel.
+	SMTP *SMTP `yaml:"smtp,omitempty"`
+	// Events lists the notification kinds sent here (NotificationKinds);
+	// empty means all.
 	Events []string `yaml:"events,omitempty"`
+	// MinSeverity drops less severe notifications: info, warning or
+	// critical. Default info.
+	MinSeverity string `yaml:"min_severity"`
+	// Retries after a failed delivery, with exponential back-off from 1s.
+	// Default 5.
+	Retries int `yaml:"retries"`
+	// Timeout of one delivery attempt. Default 10s.
+	Timeout Duration `yaml:"timeout"`
+}
+
+func (c *Channel) setDefaults() {
+	c.MinSeverity = "info"
+	c.Retries = 5
+	c.Timeout = Duration(10 * time.Second)
+}
+
+// SMTP is a mail server and the message's envelope.
+type SMTP struct {
+	// Addr is host:port of the server (STARTTLS is used when it offers it).
+	Addr     string   `yaml:"addr"`
+	From     string   `yaml:"from"`
+	To       []string `yaml:"to"`
+	Username string   `yaml:"username,omitempty"`
+	Password Secret   `yaml:"password,omitempty"`
+}
+
+// Notification kinds: what a channel's events filter names.
+const (
+	NotifyRegionDown       = "region-down"
+	NotifyApprovalNeeded   = "approval-needed"
+	NotifyRunStarted       = "run-started"
+	NotifyRunCompleted     = "run-completed"
+	NotifyRunFailed        = "run-failed"
+	NotifyReadinessLost    = "readiness-lost"
+	NotifyExposureBreached = "exposure-breached"
+	NotifyDrillResult      = "drill-result"
+)
+
+// NotificationKinds lists every notification kind.
+func NotificationKinds() []string {
+	return []string{NotifyRegionDown, NotifyApprovalNeeded, NotifyRunStarted, NotifyRunCompleted,
+		NotifyRunFailed, NotifyReadinessLost, NotifyExposureBreached, NotifyDrillResult}
 }
 
 // Report configures DR reports.
@@ -370,6 +419,9 @@ type LLM struct {
 	APIKey Secret `yaml:"api_key"`
 	// Timeout of one request. Default 30s.
 	Timeout Duration `yaml:"timeout"`
+	// Retries after a failed request (a timeout, a 429 or a 5xx), with
+	// back-off. Default 2.
+	Retries int `yaml:"retries"`
 }
 
 // DefaultConfig returns the settings a file starts from. Per-service and
@@ -438,6 +490,7 @@ func (p *PostgresPort) setDefaults() { p.Role = PGWriter }
 func (l *LLM) setDefaults() {
 	l.Provider = "openai"
 	l.Timeout = Duration(30 * time.Second)
+	l.Retries = 2
 }
 
 // applyDefaults fills the defaults that depend on other keys: region roles

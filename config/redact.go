@@ -110,6 +110,10 @@ func (c *Config) secretValues() []string {
 	}
 	for _, ch := range c.Notify.Channels {
 		add(ch.URL.Value())
+		add(ch.Secret.Value())
+		if ch.SMTP != nil {
+			add(ch.SMTP.Password.Value())
+		}
 	}
 	if c.Report.LLM != nil {
 		add(c.Report.LLM.APIKey.Value())

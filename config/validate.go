@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -579,12 +580,60 @@ func (v *validator) notify() {
 			v.errorf(p+".name", ErrInvalid, "channel %q is declared twice", ch.Name)
 		}
 		seen[ch.Name] = true
-		v.oneOf(p+".type", ch.Type, "webhook", "slack", "teams")
-		if v.required(p+".url", ch.URL.Value()) {
-			if err := checkHTTPURL(ch.URL.Value()); err != nil {
-				// The URL is a secret: say what is wrong without quoting it.
-				v.errorf(p+".url", ErrInvalid, "is not an http:// or https:// URL")
+		v.oneOf(p+".type", ch.Type, "webhook", "slack", "teams", "email")
+		if ch.Type == "email" {
+			if ch.URL != "" {
+				v.errorf(p+".url", ErrInvalid, "an email channel has no url; use smtp")
 			}
+			v.smtp(p+".smtp", ch.SMTP)
+		} else if ch.Type != "" {
+			if ch.SMTP != nil {
+				v.errorf(p+".smtp", ErrInvalid, "only an email channel has smtp")
+			}
+			if v.required(p+".url", ch.URL.Value()) {
+				if err := checkHTTPURL(ch.URL.Value()); err != nil {
+					// The URL is a secret: say what is wrong without quoting it.
+					v.errorf(p+".url", ErrInvalid, "is not an http:// or https:// URL")
+				}
+			}
+		}
+		if ch.Secret != "" && ch.Type != "webhook" {
+			v.errorf(p+".secret", ErrInvalid, "only a webhook channel signs its bodies")
+		}
+		for j, k := range ch.Events {
+			v.oneOf(fmt.Sprintf("%s.events[%d]", p, j), k, NotificationKinds()...)
+		}
+		v.oneOf(p+".min_severity", ch.MinSeverity, "info", "warning", "critical")
+		if ch.Retries < 0 {
+			v.errorf(p+".retries", ErrInvalid, "%d is negative", ch.Retries)
+		}
+		if ch.Timeout <= 0 {
+			v.errorf(p+".timeout", ErrInvalid, "must be above 0")
+		}
+	}
+}
+
+func (v *validator) smtp(p string, s *SMTP) {
+	if s == nil {
+		v.errorf(p, ErrMissing, "an email channel needs smtp: {addr, from, to}")
+		return
+	}
+	if v.required(p+".addr", s.Addr) {
+		if _, port, err := net.SplitHostPort(s.Addr); err != nil || port == "" {
+			v.errorf(p+".addr", ErrInvalid, "%q is not host:port", s.Addr)
+		}
+	}
+	if v.required(p+".from", s.From) {
+		if _, err := mail.ParseAddress(s.From); err != nil {
+			v.errorf(p+".from", ErrInvalid, "%q is not a mail address", s.From)
+		}
+	}
+	if len(s.To) == 0 {
+		v.errorf(p+".to", ErrMissing, "needs at least one recipient")
+	}
+	for i, to := range s.To {
+		if _, err := mail.ParseAddress(to); err != nil {
+			v.errorf(fmt.Sprintf("%s.to[%d]", p, i), ErrInvalid, "%q is not a mail address", to)
 		}
 	}
 }
@@ -607,5 +656,8 @@ func (v *validator) report() {
 	}
 	if l.Timeout <= 0 {
 		v.errorf(p+".timeout", ErrInvalid, "must be above 0")
+	}
+	if l.Retries < 0 {
+		v.errorf(p+".retries", ErrInvalid, "%d is negative", l.Retries)
 	}
 }

@@ -219,9 +219,9 @@ func (p *Plane) FenceDelay() time.Duration { return p.ttl/2 + 250*time.Milliseco
 
 // RunEvent records a run's event in the stream.
 func (p *Plane) RunEvent(r *runbook.Run, s *runbook.StepRun, msg string) {
-	e := Event{Type: EventRun, Run: r.ID, Message: msg, Epoch: r.Epoch}
+	e := Event{Type: EventRun, Run: r.ID, Message: msg, Epoch: r.Epoch, Status: r.Status, Severity: runSeverity(r.Status)}
 	if s != nil {
-		e.Type, e.Step = EventStep, s.Name
+		e.Type, e.Step, e.Status, e.Severity = EventStep, s.Name, s.Status, runSeverity(s.Status)
 		e.Service, e.Region = s.Args["service"], s.Args["region"]
 	}
 	p.Record(e)
@@ -234,4 +234,16 @@ func (p *Plane) Endpoints() []string {
 		return nil
 	}
 	return p.embedded.Endpoints()
+}
+
+// runSeverity grades a run's or step's status: a failure is critical, a
+// wait for a human a warning.
+func runSeverity(status string) string {
+	switch status {
+	case runbook.StatusFailed, runbook.StatusRolledBack:
+		return SeverityCritical
+	case runbook.StatusWaitingApproval:
+		return SeverityWarning
+	}
+	return SeverityInfo
 }

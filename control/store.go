@@ -160,20 +160,61 @@ const (
 	EventElection = "election" // a node became leader or lost leadership
 	EventEpoch    = "epoch"    // the active region or epoch changed
 	EventHold     = "hold"     // the data plane was held or released
+	// EventRegion: a region's state changed (Status: up, degraded, down).
+	EventRegion = "region"
+	// EventReadiness: a standby became ready or lost readiness (Status:
+	// ready, not-ready).
+	EventReadiness = "readiness"
+	// EventExposure: a data service's exposure crossed the RPO (Status:
+	// breached, ok).
+	EventExposure = "exposure"
+	// EventAudit: a mutating API call (Actor, Source, Action, Status: the
+	// HTTP status code).
+	EventAudit = "audit"
+	// EventNotification: a notification was delivered or given up
+	// (Status: delivered, failed; Channel).
+	EventNotification = "notification"
+	// EventDrill: a drill's measured outcome was attached to its run.
+	EventDrill = "drill"
+	// EventReport: a run's report was written.
+	EventReport = "report"
 )
 
-// Event is one entry of the append-only stream.
+// Event severities.
+const (
+	SeverityInfo     = "info"
+	SeverityWarning  = "warning"
+	SeverityCritical = "critical"
+)
+
+// Event is one entry of the append-only stream. The stream is a hash
+// chain: Hash is the hex SHA-256 of the previous entry's Hash (Prev)
+// followed by the entry's JSON without its Hash, so an entry edited,
+// removed or moved breaks the chain at that entry (see Verify). Fields
+// added later must be omitempty, or the JSON of older entries changes.
 type Event struct {
-	Seq     uint64    `json:"seq"`
-	Time    time.Time `json:"time"`
-	Type    string    `json:"type"`
-	Node    string    `json:"node,omitempty"`
-	Service string    `json:"service,omitempty"`
-	Region  string    `json:"region,omitempty"`
-	Epoch   uint64    `json:"epoch,omitempty"`
-	Run     string    `json:"run,omitempty"`
-	Step    string    `json:"step,omitempty"`
-	Message string    `json:"message"`
+	Seq      uint64    `json:"seq"`
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"`
+	Severity string    `json:"severity,omitempty"`
+	// Status is the new state the event reports (a run's or step's
+	// status, a region's state, delivered/failed).
+	Status  string `json:"status,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Service string `json:"service,omitempty"`
+	Region  string `json:"region,omitempty"`
+	Epoch   uint64 `json:"epoch,omitempty"`
+	Run     string `json:"run,omitempty"`
+	Step    string `json:"step,omitempty"`
+	// Actor is who made the call (a token's name), Source where from (the
+	// client's address), Action what (method and path) — audit entries.
+	Actor   string `json:"actor,omitempty"`
+	Source  string `json:"source,omitempty"`
+	Action  string `json:"action,omitempty"`
+	Channel string `json:"channel,omitempty"`
+	Message string `json:"message"`
+	Prev    string `json:"prev,omitempty"`
+	Hash    string `json:"hash,omitempty"`
 }
 
 // Append adds an event with the next sequence number (a transaction on
