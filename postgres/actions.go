@@ -460,6 +460,10 @@ type ReprotectResult struct {
 	// primary's WAL segments from DivergedAt to OldEnd, in its pg_wal
 	// (rewind). Empty when nothing diverged. Lifeboat never deletes it.
 	KeptAt string
+	// RewindError is why pg_rewind failed when Method is "basebackup":
+	// its error lines ("could not find previous WAL record at ..."), else
+	// how it ended.
+	RewindError string
 	// Output is a log of the steps and what the programs printed, without
 	// passwords.
 	Output string
@@ -477,7 +481,17 @@ type ReprotectResult struct {
 //  2. It records the old primary's end of WAL, stops it (fast) and saves
 //     its postgresql.conf, pg_hba.conf and pg_ident.conf in
 //     DataDir.rewind-<UTC time>/conf: pg_rewind and pg_basebackup copy the
-//     new primary's, which name another port and cluster_name.
+//     new primary's, which name another port and cluster_name. pg_rewind
+//     reads the old primary's WAL back from where the servers diverged to
+//     the last checkpoint before that point, which may lie segments
+//     earlier; the checkpoint of the stop would remove those segments
+//     (unless wal_keep_size, a slot or archiving keeps them), so before
+//     the stop Reprotect raises the old server's wal_keep_size (ALTER
+//     SYSTEM, reload) to keep every segment in its pg_wal. A server that
+//     was not shut down cleanly (it crashed) goes through crash recovery
+//     in single-user mode with such a wal_keep_size, rather than in
+//     pg_rewind's own, which would remove them (and which pg_rewind
+//     --dry-run skips, failing).
 //  3. pg_rewind --dry-run finds where the servers diverged; the old
 //     primary's WAL segments from there to its end are copied to
 //     DataDir.rewind-<time>/pg_wal before pg_rewind -R rewinds the data
@@ -486,10 +500,12 @@ type ReprotectResult struct {
 //  4. If pg_rewind fails, the data directory is moved (never deleted) to
 //     DataDir.divergent-<time> and pg_basebackup -R copies the new primary
 //     into a fresh one; if that fails too, the old directory is moved
-//     back.
+//     back. pg_rewind's error is in RewindError and the Output.
 //  5. The saved configuration files are put back, the server is started
 //     and Reprotect waits, within ctx, until it streams from the new
-//     primary.
+//     primary. pg_rewind and pg_basebackup replace postgresql.auto.conf
+//     with the new primary's; when pg_rewind rewrote nothing, the
+//     wal_keep_size of step 2 is put back as it was.
 //
 // primary_conninfo gets application_name = the old server's cluster_name
 // (unless newPrimaryConnInfo has one), so that the new primary's
@@ -503,6 +519,9 @@ type ReprotectResult struct {
 func Reprotect(ctx context.Context, h Host, oldDSN, newPrimaryConnInfo string) (ReprotectResult, error) {
 	r := &reprotect{h: h, oldDSN: oldDSN}
 	err := r.run(ctx, newPrimaryConnInfo)
+	if err != nil && r.keep.set != "" && !r.keep.restored && !r.rewrote {
+		r.note("wal_keep_size = %s stays in %s/postgresql.auto.conf: once the server runs, ALTER SYSTEM %s and SELECT pg_reload_conf()", r.keep.set, h.DataDir, r.keep.undo())
+	}
 	r.res.Output = scrub(r.out.String(), r.secrets...)
 	if err != nil {
 		return r.res, fmt.Errorf("reprotect %s: %w", h.DataDir, err)
@@ -519,6 +538,18 @@ type reprotect struct {
 	secrets []string // scrubbed from everything shown
 	res     ReprotectResult
 	out     strings.Builder
+	// keep is what keepWAL changed of the old server's wal_keep_size.
+	keep walKeep
+	// rewrote says pg_rewind rewound the data directory or pg_basebackup
+	// replaced it: its postgresql.auto.conf is the new primary's.
+	rewrote bool
+}
+
+// walKeep is a wal_keep_size that Reprotect set with ALTER SYSTEM.
+type walKeep struct {
+	set      string // the value set; "" when Reprotect set none
+	prev     string // postgresql.auto.conf's value before; "" for none
+	restored bool
 }
 
 // note adds a line to the result's Output.
@@ -660,6 +691,7 @@ func (r *reprotect) run(ctx context.Context, newPrimaryConnInfo string) error {
 			r.note("old primary's WAL ends at %s before the stop", preEnd)
 		}
 		closeEndpoint(oldEP)
+		r.keepWAL(ctx)
 	} else {
 		r.note("the old server does not run (%v)", oldErr)
 	}
@@ -689,6 +721,11 @@ func (r *reprotect) run(ctx context.Context, newPrimaryConnInfo string) error {
 	ctl, err := r.controlData(ctx)
 	if err != nil {
 		return err
+	}
+	if !ctl.cleanShutdown() && ctl.sysID == np.sysID {
+		if ctl, err = r.recoverKeepingWAL(ctx, ctl); err != nil {
+			return err
+		}
 	}
 	if ctl.sysID != np.sysID {
 		return fmt.Errorf("%s belongs to system %s, the new primary %s to system %s: not copies of one cluster", h.DataDir, ctl.sysID, newEP.addr, np.sysID)
@@ -729,7 +766,8 @@ func (r *reprotect) run(ctx context.Context, newPrimaryConnInfo string) error {
 	out, rerr = rewind("--dry-run")
 	if rerr == nil {
 		r.parseRewind(out)
-		// The dry run may have run crash recovery first: the end moved.
+		// The end as the control file tells it now (pg_rewind --dry-run
+		// leaves the target as it was; recoverKeepingWAL ran any recovery).
 		if ctl2, err := r.controlData(ctx); err == nil {
 			r.setOldEnd(max(ctl.checkpoint, ctl2.checkpoint, preEnd))
 		}
@@ -740,16 +778,19 @@ func (r *reprotect) run(ctx context.Context, newPrimaryConnInfo string) error {
 		if rerr == nil {
 			r.parseRewind(out)
 			r.res.Method = "rewind"
+			r.rewrote = !strings.Contains(out, "no rewind required")
 		}
 	}
 
 	// 4. Or copy the new primary afresh.
 	if rerr != nil {
-		r.note("pg_rewind failed: falling back to pg_basebackup")
+		r.res.RewindError = rewindError(out, rerr)
+		r.note("pg_rewind failed (%s): falling back to pg_basebackup", r.res.RewindError)
 		if err := r.baseBackup(ctx, srcInfo, stamp); err != nil {
 			return fmt.Errorf("pg_rewind failed (%v), then %w", rerr, err)
 		}
 		r.res.Method = "basebackup"
+		r.rewrote = true
 	}
 
 	// 5. Own configuration back, start, stream.
@@ -763,7 +804,193 @@ func (r *reprotect) run(ctx context.Context, newPrimaryConnInfo string) error {
 		return err
 	}
 	r.note("started %s", h.DataDir)
-	return r.waitStreaming(ctx, oldEP, newEP)
+	if err := r.waitStreaming(ctx, oldEP, newEP); err != nil {
+		return err
+	}
+	r.restoreWALKeep(ctx)
+	return nil
+}
+
+// rewindError is what pg_rewind said of its failure: its error lines, or
+// else how it ended.
+func rewindError(out string, err error) string {
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if _, msg, ok := strings.Cut(line, "error: "); ok && strings.HasPrefix(line, "pg_rewind: ") {
+			lines = append(lines, msg)
+		}
+	}
+	if len(lines) == 0 {
+		var he *hostError
+		if errors.As(err, &he) && he.err != nil {
+			if he.ctxErr != nil {
+				return "timed out or canceled after " + he.took.Round(time.Millisecond).String()
+			}
+			if tail := strings.TrimSpace(lastLines(strings.TrimSpace(he.out), 1)); tail != "" {
+				return he.err.Error() + ": " + tail
+			}
+			return he.err.Error()
+		}
+		return err.Error()
+	}
+	msg := strings.Join(lines, "; ")
+	if len(msg) > 500 {
+		msg = msg[:500] + "..."
+	}
+	return msg
+}
+
+// walSpan is the size of the WAL segments in the old server's pg_wal,
+// from the oldest to the newest, on any timeline, plus two segments for
+// what is written until the stop's checkpoint; 0 when there are none.
+func (r *reprotect) walSpan(ctx context.Context, segSize uint64) (uint64, int, error) {
+	if segSize == 0 {
+		return 0, 0, errors.New("WAL segment size unknown")
+	}
+	out, err := r.h.run(ctx, hostCmd{argv: []string{"ls", "-1", r.h.DataDir + "/pg_wal"}, secrets: r.secrets})
+	if err != nil {
+		return 0, 0, err
+	}
+	perID := uint64(0x100000000) / segSize
+	var first, last uint64
+	n := 0
+	for _, name := range strings.Fields(out) {
+		if len(name) != 24 {
+			continue
+		}
+		_, err1 := strconv.ParseUint(name[:8], 16, 32)
+		hi, err2 := strconv.ParseUint(name[8:16], 16, 32)
+		lo, err3 := strconv.ParseUint(name[16:], 16, 32)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		seg := hi*perID + lo
+		if n == 0 || seg < first {
+			first = seg
+		}
+		if n == 0 || seg > last {
+			last = seg
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, 0, nil
+	}
+	return (last - first + 3) * segSize, n, nil
+}
+
+// keepWAL raises the running old server's wal_keep_size so that the
+// checkpoint of its stop keeps every WAL segment in its pg_wal (see
+// Reprotect). It only notes what fails: pg_rewind may not need it.
+func (r *reprotect) keepWAL(ctx context.Context) {
+	ep := newEndpoint(r.oldDSN, map[string]string{"default_transaction_read_only": "off"})
+	defer closeEndpoint(ep)
+	var segSize, keepNow int64
+	if err := scanRow(ctx, ep, "SELECT pg_size_bytes(current_setting('wal_segment_size')), pg_size_bytes(current_setting('wal_keep_size'))", nil, &segSize, &keepNow); err != nil {
+		r.note("wal_keep_size not raised before the stop (%v): pg_rewind may miss WAL the stop removes", err)
+		return
+	}
+	need, n, err := r.walSpan(ctx, uint64(segSize))
+	if err != nil {
+		r.note("wal_keep_size not raised before the stop (%v): pg_rewind may miss WAL the stop removes", err)
+		return
+	}
+	if need == 0 || uint64(keepNow) >= need {
+		r.note("wal_keep_size (%d MB) keeps the %d WAL segment(s) in pg_wal across the stop", keepNow>>20, n)
+		return
+	}
+	// What postgresql.auto.conf says now, to put it back later.
+	var prev string
+	if err := scanRow(ctx, ep, `SELECT coalesce((SELECT setting FROM pg_file_settings
+WHERE name = 'wal_keep_size' AND sourcefile LIKE '%/postgresql.auto.conf' ORDER BY seqno DESC LIMIT 1), '')`, nil, &prev); err != nil {
+		r.note("postgresql.auto.conf's wal_keep_size unknown (%v): taken as unset", err)
+		prev = ""
+	}
+	value := fmt.Sprintf("%dMB", need>>20)
+	if err := execSQL(ctx, ep, "ALTER SYSTEM SET wal_keep_size = '"+value+"'"); err != nil {
+		r.note("wal_keep_size not raised before the stop (ALTER SYSTEM: %v): pg_rewind may miss WAL the stop removes", err)
+		return
+	}
+	r.keep = walKeep{set: value, prev: prev}
+	if err := execSQL(ctx, ep, "SELECT pg_reload_conf()"); err != nil {
+		r.note("wal_keep_size = %s set, but pg_reload_conf(): %v", value, err)
+		return
+	}
+	// The reload reaches the checkpointer through the postmaster: once a
+	// new session has the value, the stop's checkpoint uses it.
+	cctx, cancel := context.WithTimeout(ctx, confirmWait)
+	defer cancel()
+	for {
+		probe := newEndpoint(r.oldDSN, nil)
+		var got int64
+		err := scanRow(cctx, probe, "SELECT pg_size_bytes(current_setting('wal_keep_size'))", nil, &got)
+		closeEndpoint(probe)
+		if err == nil && uint64(got) >= need {
+			break
+		}
+		select {
+		case <-cctx.Done():
+			r.note("wal_keep_size = %s set, but a new session does not show it yet (%v)", value, err)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	r.note("wal_keep_size = %s (was %d MB) on the old server, so that its stop keeps the %d WAL segment(s) pg_rewind reads back to the last checkpoint before the fork", value, keepNow>>20, n)
+}
+
+// undo is the ALTER SYSTEM command that puts wal_keep_size back.
+func (k walKeep) undo() string {
+	if k.prev == "" {
+		return "RESET wal_keep_size"
+	}
+	return "SET wal_keep_size = '" + strings.ReplaceAll(k.prev, "'", "''") + "'"
+}
+
+// restoreWALKeep puts back the wal_keep_size keepWAL set, when it is still
+// in the data directory (pg_rewind rewrote nothing). It only notes what
+// fails.
+func (r *reprotect) restoreWALKeep(ctx context.Context) {
+	if r.keep.set == "" || r.rewrote {
+		return
+	}
+	ep := newEndpoint(r.oldDSN, map[string]string{"default_transaction_read_only": "off"})
+	defer closeEndpoint(ep)
+	undo := r.keep.undo()
+	if err := execSQL(ctx, ep, "ALTER SYSTEM "+undo); err != nil {
+		r.note("wal_keep_size = %s stays in postgresql.auto.conf (ALTER SYSTEM %s: %v)", r.keep.set, undo, err)
+		return
+	}
+	r.keep.restored = true
+	if err := execSQL(ctx, ep, "SELECT pg_reload_conf()"); err != nil {
+		r.note("ALTER SYSTEM %s done, but pg_reload_conf(): %v", undo, err)
+		return
+	}
+	r.note("ALTER SYSTEM %s: wal_keep_size as before the stop", undo)
+}
+
+// recoverKeepingWAL runs crash recovery on the stopped old server, as
+// pg_rewind would (postgres --single), but with a wal_keep_size that keeps
+// every WAL segment in its pg_wal: the checkpoints at the end of recovery
+// would otherwise remove those before the latest checkpoint, which
+// pg_rewind may need. A failure is noted and pg_rewind left to try.
+func (r *reprotect) recoverKeepingWAL(ctx context.Context, ctl controlFile) (controlFile, error) {
+	h := r.h
+	argv := []string{"sh", "-c", `p=$1; shift; exec "$p" "$@" </dev/null`, "sh", h.bin("postgres"), "--single", "-D", h.DataDir}
+	need, n, err := r.walSpan(ctx, ctl.segSize)
+	switch {
+	case err != nil:
+		r.note("WAL segments in pg_wal unknown (%v): crash recovery with the server's own wal_keep_size", err)
+	case need > 0:
+		argv = append(argv, "-c", fmt.Sprintf("wal_keep_size=%dMB", need>>20))
+	}
+	argv = append(argv, "template1")
+	r.note("not shut down cleanly (%s): crash recovery in single-user mode, keeping the %d WAL segment(s) in pg_wal", ctl.state, n)
+	if _, err := r.cmd(ctx, hostCmd{argv: argv, env: []string{"LC_ALL=C"}}); err != nil {
+		r.note("crash recovery failed (%v): pg_rewind will try its own", err)
+		return ctl, nil
+	}
+	return r.controlData(ctx)
 }
 
 // setOldEnd records the old primary's end of WAL.
@@ -789,6 +1016,13 @@ type controlFile struct {
 	checkpoint lsn
 	timeline   int
 	segSize    uint64
+	state      string // "shut down", "in production", ...
+}
+
+// cleanShutdown says the server was shut down cleanly, as pg_rewind
+// requires of its target.
+func (c controlFile) cleanShutdown() bool {
+	return c.state == "shut down" || c.state == "shut down in recovery"
 }
 
 func (r *reprotect) controlData(ctx context.Context) (controlFile, error) {
@@ -810,10 +1044,11 @@ func (r *reprotect) controlData(ctx context.Context) (controlFile, error) {
 	}
 	c.timeline, _ = strconv.Atoi(fields["Latest checkpoint's TimeLineID"])
 	c.segSize, _ = strconv.ParseUint(fields["Bytes per WAL segment"], 10, 64)
+	c.state = fields["Database cluster state"]
 	if c.sysID == "" || c.segSize == 0 || c.timeline == 0 {
 		return c, fmt.Errorf("pg_controldata -D %s: unexpected output:\n%s", r.h.DataDir, lastLines(out, 20))
 	}
-	r.note("control file: system %s, timeline %d, latest checkpoint %s, state %s", c.sysID, c.timeline, c.checkpoint, fields["Database cluster state"])
+	r.note("control file: system %s, timeline %d, latest checkpoint %s, state %s", c.sysID, c.timeline, c.checkpoint, c.state)
 	return c, nil
 }
 

@@ -392,6 +392,11 @@ func TestReprotectFallsBackToBaseBackup(t *testing.T) {
 	if res.Method != "basebackup" || res.OldEnd == "" || !strings.HasPrefix(res.KeptAt, h.DataDir+".divergent-") {
 		t.Fatalf("reprotect: %+v, want a base backup with the old end and the old directory kept", res)
 	}
+	// Why pg_rewind failed is told, not only that it did.
+	if !strings.HasPrefix(res.RewindError, "simulated failure") || !strings.Contains(res.Output, "pg_rewind failed (simulated failure") ||
+		strings.Contains(res.RewindError, pg.Standby.Password) {
+		t.Fatalf("RewindError %q, output without pg_rewind's error; want its error line, without the password", res.RewindError)
+	}
 	if _, err := os.Stat(filepath.Join(res.KeptAt, "PG_VERSION")); err != nil {
 		t.Fatalf("the old data directory is not at %s: %v", res.KeptAt, err)
 	}
@@ -542,4 +547,141 @@ func TestDivergentSegments(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("segments %v, want %v", got, want)
 	}
+}
+
+// noWALKept is a pair whose servers keep no WAL beyond what a checkpoint
+// needs (wal_keep_size 0, PostgreSQL's default, as in the lab and most
+// installations), with a checkpoint followed by a segment switch before
+// the rows of the test: the old primary's latest checkpoint lies in an
+// earlier WAL segment than where the servers diverge, as after a base
+// backup (pg_backup_stop switches segments) or minutes of traffic.
+func noWALKept(t *testing.T, sync bool) *testenv.PGPair {
+	t.Helper()
+	pg := testenv.StartPostgres(t, testenv.PGOptions{Sync: sync, Settings: map[string]string{"wal_keep_size": "0"}})
+	pg.Primary.Exec(t, "CREATE TABLE t (id int PRIMARY KEY, src text NOT NULL)")
+	pg.Primary.Exec(t, "CHECKPOINT")
+	pg.Primary.Exec(t, "SELECT pg_switch_wal()")
+	pg.Primary.Exec(t, "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g")
+	return pg
+}
+
+// The lab's switchover, in Lifeboat's order: the old primary is fenced,
+// the standby catches up and is promoted while the old primary still runs
+// (fenced), then Reprotect stops it (its shutdown checkpoint is written
+// after the point where the new primary's timeline forks off, so pg_rewind
+// has to rewind) and rewinds it. Its fast stop must not recycle the WAL
+// pg_rewind reads back to the last checkpoint before the fork.
+func TestReprotectRewindsAfterSwitchoverWithoutWALKept(t *testing.T) {
+	t.Parallel()
+	pg := noWALKept(t, true)
+	ctx := within(t, 2*time.Minute)
+	if _, err := Fence(ctx, pg.Primary.DSN()); err != nil {
+		t.Fatalf("fence: %v", err)
+	}
+	if _, err := WaitCaughtUp(ctx, pg.Primary.DSN(), pg.Standby.DSN(), 50*time.Millisecond); err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if _, err := Promote(ctx, pg.Standby.DSN()); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	if err := SetSynchronous(ctx, pg.Standby.DSN(), false); err != nil {
+		t.Fatalf("suspend synchronous commit: %v", err)
+	}
+	pg.Standby.Exec(t, "INSERT INTO t VALUES (2000, 'new primary')")
+
+	h := hostOf(pg.Primary)
+	res, err := Reprotect(ctx, h, pg.Primary.DSN(), pg.Standby.ReplicationConnInfo())
+	t.Logf("output:\n%s", res.Output)
+	if err != nil {
+		t.Fatalf("reprotect: %v", err)
+	}
+	t.Logf("method %s, diverged at %s on timeline %d, old end %s, kept at %s", res.Method, res.DivergedAt, res.Timeline, res.OldEnd, res.KeptAt)
+	if res.Method != "rewind" || res.DivergedAt == "" || res.Timeline != 1 || res.OldEnd == "" {
+		t.Fatalf("reprotect: method %s, diverged at %q on timeline %d, old end %q; want a rewind that says where it diverged", res.Method, res.DivergedAt, res.Timeline, res.OldEnd)
+	}
+	checkReprotected(t, pg)
+	checkWALKeepSizeReset(t, pg.Primary)
+}
+
+// A failover: the old primary crashed (immediate stop) after writing what
+// the new primary never got. pg_rewind needs a cleanly shut down target:
+// the crash recovery Reprotect runs first must not recycle the WAL
+// pg_rewind then reads.
+func TestReprotectRewindsAfterCrashWithoutWALKept(t *testing.T) {
+	t.Parallel()
+	pg := noWALKept(t, false)
+	ctx := within(t, 2*time.Minute)
+	if _, err := WaitCaughtUp(ctx, pg.Primary.DSN(), pg.Standby.DSN(), 50*time.Millisecond); err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if _, err := Promote(ctx, pg.Standby.DSN()); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	pg.Primary.Exec(t, "INSERT INTO t VALUES (1000, 'divergent')")
+	pg.Standby.Exec(t, "INSERT INTO t VALUES (2000, 'new primary')")
+	pg.Primary.Stop(t, "immediate")
+
+	h := hostOf(pg.Primary)
+	res, err := Reprotect(ctx, h, pg.Primary.DSN(), pg.Standby.ReplicationConnInfo())
+	t.Logf("output:\n%s", res.Output)
+	if err != nil {
+		t.Fatalf("reprotect: %v", err)
+	}
+	t.Logf("method %s, diverged at %s on timeline %d, old end %s, kept at %s", res.Method, res.DivergedAt, res.Timeline, res.OldEnd, res.KeptAt)
+	if res.Method != "rewind" || res.DivergedAt == "" || res.Timeline != 1 {
+		t.Fatalf("reprotect: method %s, diverged at %q on timeline %d; want a rewind that says where it diverged", res.Method, res.DivergedAt, res.Timeline)
+	}
+	checkReprotected(t, pg)
+	checkWALKeepSizeReset(t, pg.Primary)
+}
+
+// checkWALKeepSizeReset checks that the reprotected server's wal_keep_size
+// is its own again (0, as configured), not what Reprotect set to keep WAL.
+func checkWALKeepSizeReset(t *testing.T, n *testenv.PGNode) {
+	t.Helper()
+	var v string
+	if err := n.QueryRow(t, "SHOW wal_keep_size").Scan(&v); err != nil || v != "0" {
+		t.Fatalf("%s: wal_keep_size %q, %v; want 0 (its own setting)", n.Name, v, err)
+	}
+}
+
+// When pg_rewind finds nothing to rewind, the data directory keeps its
+// postgresql.auto.conf: the wal_keep_size Reprotect set for the stop must
+// go. The old primary here stopped cleanly before the promotion and runs
+// again in recovery, connected to no primary: a standby left behind on
+// the old timeline.
+func TestReprotectPutsWALKeepSizeBack(t *testing.T) {
+	t.Parallel()
+	pg := noWALKept(t, false)
+	ctx := within(t, 2*time.Minute)
+	if _, err := WaitCaughtUp(ctx, pg.Primary.DSN(), pg.Standby.DSN(), 50*time.Millisecond); err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	h := hostOf(pg.Primary)
+	pg.Primary.Stop(t, "fast")
+	if _, err := Promote(ctx, pg.Standby.DSN()); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	pg.Standby.Exec(t, "INSERT INTO t VALUES (2000, 'new primary')")
+	if _, err := h.run(ctx, hostCmd{argv: []string{"touch", h.DataDir + "/standby.signal"}}); err != nil {
+		t.Fatal(err)
+	}
+	pg.Primary.Start(t)
+	if !inRecovery(t, pg.Primary) {
+		t.Fatal("the old primary did not start in recovery")
+	}
+
+	res, err := Reprotect(ctx, h, pg.Primary.DSN(), pg.Standby.ReplicationConnInfo())
+	t.Logf("output:\n%s", res.Output)
+	if err != nil {
+		t.Fatalf("reprotect: %v", err)
+	}
+	if res.Method != "rewind" || !strings.Contains(res.Output, "no rewind required") {
+		t.Fatalf("reprotect: method %s; want pg_rewind finding no rewind required", res.Method)
+	}
+	if !strings.Contains(res.Output, "wal_keep_size = ") || !strings.Contains(res.Output, "ALTER SYSTEM RESET wal_keep_size") {
+		t.Fatal("output: want wal_keep_size raised for the stop, then reset")
+	}
+	checkReprotected(t, pg)
+	checkWALKeepSizeReset(t, pg.Primary)
 }

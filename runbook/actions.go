@@ -484,14 +484,39 @@ func pgReprotect(ctx context.Context, x *execution, s *StepRun) (string, error) 
 		return "already a streaming standby of " + x.primaryRegion(s) + sync, nil
 	}
 	out := fmt.Sprintf("standby of %s by %s", x.primaryRegion(s), res.Method)
+	// Where the divergent WAL went: the old data directory (base backup) or
+	// a copy of its WAL segments (rewind).
+	kept := res.KeptAt
+	if kept != "" && res.Method == "rewind" {
+		kept += "/pg_wal"
+	}
 	switch {
 	case res.DivergedAt != "" && res.DivergedAt == res.OldEnd:
 		out += fmt.Sprintf("; nothing diverged (the old primary's WAL ended at %s, timeline %d)", res.OldEnd, res.Timeline)
-	case res.DivergedAt != "" || res.OldEnd != "":
-		out += fmt.Sprintf("; divergent WAL %s .. %s on timeline %d, not replayed on the new primary", res.DivergedAt, res.OldEnd, res.Timeline)
+	case res.DivergedAt != "":
+		end := res.OldEnd
+		if end == "" {
+			end = "its end (unknown)"
+		}
+		out += fmt.Sprintf("; divergent WAL %s .. %s on timeline %d, not replayed on the new primary", res.DivergedAt, end, res.Timeline)
+		if kept != "" {
+			out += "; kept in " + kept
+		}
+	case res.OldEnd != "" && res.Method == "basebackup":
+		out += fmt.Sprintf("; the old primary's WAL ended at %s; where it diverged is unknown (rebuilt by base backup)", res.OldEnd)
+		if kept != "" {
+			out += "; its divergent WAL, if any, is kept in " + kept + ", not replayed on the new primary"
+		}
+	case res.OldEnd != "":
+		out += fmt.Sprintf("; the old primary's WAL ended at %s", res.OldEnd)
+		if kept != "" {
+			out += "; kept in " + kept
+		}
+	case kept != "":
+		out += "; old data kept in " + kept
 	}
-	if res.KeptAt != "" {
-		out += "; old data directory kept at " + res.KeptAt
+	if res.Method == "basebackup" && res.RewindError != "" {
+		out += "; pg_rewind failed: " + res.RewindError
 	}
 	return out + sync, nil
 }
