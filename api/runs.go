@@ -78,6 +78,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, minRole st
 	hexSum := hex.EncodeToString(sum[:])
 	for _, t := range cfg.API.Tokens {
 		if subtle.ConstantTimeCompare([]byte(hexSum), []byte(t.SHA256)) == 1 {
+			noteCaller(r, t.Name) // the actor of the call's audit entry (api/audit.go)
 			if rank(t.Role) < rank(minRole) {
 				writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has role %s; this call needs %s", t.Name, t.Role, minRole))
 				return caller{}, false
@@ -139,16 +140,13 @@ func (s *Server) showRun(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, run)
 }
 
-// redactRun scrubs secrets from the arguments and texts of a run.
+// redactRun scrubs secrets from the arguments and texts of a run and
+// links the run's report.
 func (s *Server) redactRun(run *runbook.Run) {
-	redact := s.cfg.Runs.Config.Redact
-	for _, st := range append(append([]*runbook.StepRun(nil), run.Steps...), run.Rollback...) {
-		for k, v := range st.Args {
-			st.Args[k] = config.RedactURL(redact(v))
-		}
-		st.Output, st.Error = redact(st.Output), redact(st.Error)
+	run.Redact(s.cfg.Runs.Config.Redact)
+	if s.cfg.Reports != nil {
+		run.Report = reportPath(run.ID)
 	}
-	run.Error, run.Reason = redact(run.Error), redact(run.Reason)
 }
 
 func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
@@ -189,6 +187,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request) {
 	}
 	run := runbook.NewRun(plan, runbook.TriggerManual, who.name, req.Reason, time.Now())
 	run.StartEpoch = st.Epoch
+	run.Exposure = s.cfg.Status.Status().Exposure
 	if err := rs.Store.CreateRun(r.Context(), run); err != nil {
 		if errors.Is(err, runbook.ErrBusy) {
 			writeError(w, http.StatusConflict, strings.TrimPrefix(err.Error(), "runbook: ")+" (one run at a time; wait for it or see GET /api/v1/runs)")

@@ -60,6 +60,9 @@ type Config struct {
 	Control ControlSource
 	// Runs, when set, serves the runs: list, show, start, approve.
 	Runs *Runs
+	// Reports, with Runs and Control, serves runs' reports and takes
+	// drills' outcomes.
+	Reports Reports
 	// Gatherer serves /metrics; nil serves none.
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -102,6 +105,15 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST /api/v1/runs", s.createRun)
 		mux.HandleFunc("GET /api/v1/runs/{id}", s.showRun)
 		mux.HandleFunc("POST /api/v1/runs/{id}/approve", s.approveRun)
+		if s.cfg.Reports != nil && s.cfg.Control != nil {
+			mux.HandleFunc("GET /api/v1/runs/{id}/report", s.showReport)
+			mux.HandleFunc("POST /api/v1/runs/{id}/drill", s.attachDrill)
+		}
+	}
+	// Audit trail (api/audit.go): export and verification, admin only.
+	if s.cfg.Runs != nil && s.cfg.Control != nil {
+		mux.HandleFunc("GET /api/v1/audit", s.auditExport)
+		mux.HandleFunc("GET /api/v1/audit/verify", s.auditVerify)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -118,7 +130,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s (see /api/v1/status)", r.URL.Path))
 	})
-	return mux
+	return s.audited(mux) // every mutating call is recorded in the audit trail (api/audit.go)
 }
 
 // allowedMethods lists the methods that have a route for r's path.

@@ -2,10 +2,14 @@ package control
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -26,7 +30,7 @@ var (
 //	state            the routing state (JSON traffic.State: active, epoch, held)
 //	leader/          the election
 //	events/<seq>     the append-only event stream (seq: 20 digits)
-//	events-seq       the last event sequence number
+//	events-seq       the chain's head: "<seq> <hash>" of the last event
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
@@ -217,45 +221,115 @@ type Event struct {
 	Hash    string `json:"hash,omitempty"`
 }
 
-// Append adds an event with the next sequence number (a transaction on
-// the counter, retried on conflict).
+// Append adds an event with the next sequence number and links it into
+// the hash chain: it reads the head ("<seq> <hash>" in events-seq; a plain
+// "<seq>" written before the chain existed counts as hash ""), sets Seq,
+// Prev (the head's hash) and Hash, and writes the event and the new head
+// in one transaction that succeeds only if the head is unchanged since it
+// was read; on a conflict (another appender won) it reads the head again
+// and retries. It returns the event as stored.
 func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
 	seqKey := s.key("events-seq")
-	for attempt := 0; attempt < 20; attempt++ {
-		resp, err := s.cli.Get(ctx, seqKey)
-		if err != nil {
-			return e, err
-		}
-		var cur uint64
+	resp, err := s.cli.Get(ctx, seqKey)
+	if err != nil {
+		return e, err
+	}
+	kvs := resp.Kvs
+	for attempt := 0; attempt < appendAttempts; attempt++ {
+		var h chainHead
 		var rev int64
-		if len(resp.Kvs) > 0 {
-			cur, _ = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
-			rev = resp.Kvs[0].ModRevision
+		if len(kvs) > 0 {
+			if h, err = parseHead(kvs[0].Value); err != nil {
+				return e, fmt.Errorf("control: append event: %s: %w", seqKey, err)
+			}
+			rev = kvs[0].ModRevision
 		}
-		e.Seq = cur + 1
-		b, _ := json.Marshal(e)
+		e.Seq, e.Prev = h.Seq+1, h.Hash
+		sealed, b := sealEvent(e)
 		txn, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(seqKey), "=", rev)).
 			Then(
-				clientv3.OpPut(seqKey, strconv.FormatUint(e.Seq, 10)),
-				clientv3.OpPut(s.key(fmt.Sprintf("events/%020d", e.Seq)), string(b)),
-			).Commit()
+				clientv3.OpPut(seqKey, chainHead{Seq: sealed.Seq, Hash: sealed.Hash}.String()),
+				clientv3.OpPut(s.eventKey(sealed.Seq), string(b)),
+			).
+			Else(clientv3.OpGet(seqKey)).Commit()
 		if err != nil {
 			return e, err
 		}
 		if txn.Succeeded {
-			return e, nil
+			return sealed, nil
+		}
+		kvs = txn.Responses[0].GetResponseRange().Kvs
+		if attempt >= 3 {
+			// Many appenders at once: spread the retries out.
+			select {
+			case <-ctx.Done():
+				return e, ctx.Err()
+			case <-time.After(time.Duration(rand.Int64N(int64(min(attempt, 50)) * int64(time.Millisecond)))):
+			}
 		}
 	}
-	return e, fmt.Errorf("control: append event: %w", ErrConflict)
+	return e, fmt.Errorf("control: append event: %w (%d attempts)", ErrConflict, appendAttempts)
+}
+
+// appendAttempts bounds the retries of one Append under contention (each
+// waits up to 50ms at random once past the third: some seconds in all,
+// unless the context ends first).
+const appendAttempts = 1000
+
+// eventKey is the key of the event with sequence number seq.
+func (s *Store) eventKey(seq uint64) string { return s.key(fmt.Sprintf("events/%020d", seq)) }
+
+// chainHead is the value of events-seq: the last sequence number and the
+// last entry's hash.
+type chainHead struct {
+	Seq  uint64
+	Hash string
+}
+
+// String is the stored form, "<seq> <hash>" (just "<seq>" with no hash).
+func (h chainHead) String() string {
+	if h.Hash == "" {
+		return strconv.FormatUint(h.Seq, 10)
+	}
+	return strconv.FormatUint(h.Seq, 10) + " " + h.Hash
+}
+
+// parseHead reads "<seq> <hash>", or a plain "<seq>" (hash "").
+func parseHead(v []byte) (chainHead, error) {
+	seq, hash, _ := strings.Cut(string(v), " ")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil || strings.Contains(hash, " ") {
+		return chainHead{}, fmt.Errorf("the chain's head %q is not \"<seq> <hash>\"", v)
+	}
+	return chainHead{Seq: n, Hash: hash}, nil
+}
+
+// sealEvent sets e's Hash from its Prev and content (see Event) and
+// returns it with its stored JSON.
+func sealEvent(e Event) (Event, []byte) {
+	e.Hash = ChainHash(e)
+	b, _ := json.Marshal(e)
+	return e, b
+}
+
+// ChainHash is the hash an entry must carry: the hex SHA-256 of e.Prev
+// (its hex text) followed by the JSON encoding of e with Hash empty.
+func ChainHash(e Event) string {
+	e.Hash = ""
+	b, _ := json.Marshal(e)
+	h := sha256.New()
+	h.Write([]byte(e.Prev))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Events returns up to limit events with a sequence number above after.
 func (s *Store) Events(ctx context.Context, after uint64, limit int64) ([]Event, error) {
-	start := s.key(fmt.Sprintf("events/%020d", after+1))
+	start := s.eventKey(after + 1)
 	end := clientv3.GetPrefixRangeEnd(s.key("events/"))
 	resp, err := s.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(limit))
 	if err != nil {

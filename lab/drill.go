@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/drill"
 	"github.com/lifeboat-dr/lifeboat/health"
+	"github.com/lifeboat-dr/lifeboat/report"
 	"github.com/lifeboat-dr/lifeboat/runbook"
 )
 
@@ -95,7 +97,6 @@ func (l *Lab) Drill(ctx context.Context, scenario string) (*DrillResult, error) 
 		res.Replication = "sync"
 	}
 	res.Notes = append(res.Notes, l.Notes...)
-	res.Notes = append(res.Notes, "report: DR reports are not produced yet; the run's timeline is in lifeboat runs show")
 	data := l.DataRegions()
 	from, to := data[0], data[1]
 	if err := l.waitStandbyReady(ctx, to.Name, 60*time.Second); err != nil {
@@ -120,11 +121,57 @@ func (l *Lab) Drill(ctx context.Context, scenario string) (*DrillResult, error) 
 		err = l.lagGate(ctx, from, to, res)
 	default:
 		_, err = l.unplanned(ctx, scenario, from, to, res)
-		if err == nil {
-			err = l.restore(ctx, scenario, from, true)
-		}
+	}
+	if err == nil && res.RunID != "" {
+		// The measurements go to the run's report before the lab is put
+		// back, so the report's status is the one the drill left.
+		l.attachReport(ctx, res)
+	}
+	if err == nil && scenario != Switchover && scenario != Failback && scenario != ReplicationLag {
+		err = l.restore(ctx, scenario, from, true)
 	}
 	return res, err
+}
+
+// attachReport sends the drill's measurements to its run, then writes the
+// run's DR report (markdown) into the lab's reports/ directory.
+func (l *Lab) attachReport(ctx context.Context, res *DrillResult) {
+	d := report.Drill{Scenario: res.Scenario, Replication: res.Replication, DetectSeconds: res.DetectSeconds, RecoverSeconds: res.RecoverSeconds,
+		ClientErrors: res.ClientErrors, ErrorWindowSeconds: res.ErrorWindowSeconds, WritesAcked: res.WritesAcked, WritesLost: res.WritesLost,
+		PredictedLossSeconds: res.PredictedLossSeconds, SplitBrainViolations: res.SplitBrainViolations}
+	d.FaultAt, _ = time.Parse(time.RFC3339Nano, res.FaultAt)
+	n, _, err := l.liveNode(ctx)
+	if err == nil {
+		err = call(ctx, n, http.MethodPost, "/api/v1/runs/"+res.RunID+"/drill", d, nil)
+	}
+	var rep report.Report
+	if err == nil {
+		// The leader writes the report again with the measurements.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			err = call(ctx, n, http.MethodGet, "/api/v1/runs/"+res.RunID+"/report", nil, &rep)
+			if (err == nil && rep.Facts.Run.Drill != "") || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	var b bytes.Buffer
+	if err == nil {
+		err = report.Markdown(&b, &rep)
+	}
+	path := filepath.Join(l.Dir, "reports", res.RunID+".md")
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(path), 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(path, b.Bytes(), 0o644)
+	}
+	if err != nil {
+		res.Notes = append(res.Notes, "report: "+err.Error())
+		return
+	}
+	res.Report = &path
 }
 
 // node is a live node outside region r (the witness first).

@@ -189,6 +189,7 @@ func (d *Decider) Decide(ctx context.Context) (*Run, error) {
 	}
 	run := NewRun(plan, TriggerAuto, "policy", fmt.Sprintf("region %s down: %s", st.Active, activeState.Reason), now)
 	run.StartEpoch = st.Epoch
+	run.Exposure = status.Exposure
 	if err := d.opts.Store.CreateRun(ctx, run); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/replication"
 )
 
 // Run kinds.
@@ -86,6 +89,11 @@ type Run struct {
 	Groups   []string   `json:"groups"`
 	Notes    []string   `json:"notes,omitempty"`
 	Rollback []*StepRun `json:"rollback,omitempty"`
+	// Exposure is what Lifeboat reported, when the run was created, of the
+	// data each service stood to lose (its standbys' lag against the RPO).
+	Exposure []replication.Exposure `json:"exposure,omitempty"`
+	// Report is where the run's DR report is served (set by the API).
+	Report string `json:"report,omitempty"`
 }
 
 // StepRun is one step of a run and what became of it.
@@ -143,4 +151,16 @@ func (r *Run) Step(name string) *StepRun {
 		}
 	}
 	return nil
+}
+
+// Redact scrubs secrets from the run's step arguments (URLs lose their
+// passwords) and texts, with redact (config.Config.Redact).
+func (r *Run) Redact(redact func(string) string) {
+	for _, st := range append(append([]*StepRun(nil), r.Steps...), r.Rollback...) {
+		for k, v := range st.Args {
+			st.Args[k] = config.RedactURL(redact(v))
+		}
+		st.Output, st.Error = redact(st.Output), redact(st.Error)
+	}
+	r.Error, r.Reason = redact(r.Error), redact(r.Reason)
 }

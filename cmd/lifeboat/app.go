@@ -58,6 +58,7 @@ Everything is described in one topology file, lifeboat.yaml.`,
 		a.serveCommand(),
 		a.statusCommand(),
 		a.eventsCommand(),
+		a.reportCommand(),
 		a.runCommand(runbook.KindFailover, "Fail over to a standby region (unplanned: the active region is lost)",
 			`Failover makes --to the active region when the active one is lost: it checks
 the target is ready (lag within max_lag_on_failover, unless --force), holds new
@@ -87,6 +88,7 @@ catch up, then a switchover moves traffic back.`,
 		a.labCommand(),
 		a.filesCommand(),
 		a.drillCommand(),
+		a.auditCommand(),
 	)
 	return root
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +23,11 @@ import (
 	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/kube"
+	"github.com/lifeboat-dr/lifeboat/llm"
+	"github.com/lifeboat-dr/lifeboat/notify"
 	"github.com/lifeboat-dr/lifeboat/observe"
+	"github.com/lifeboat-dr/lifeboat/replication"
+	"github.com/lifeboat-dr/lifeboat/report"
 	"github.com/lifeboat-dr/lifeboat/runbook"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
@@ -180,7 +185,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	elector.Store(cp.Elector())
 	// Every verdict change goes to the event stream, from the first probe.
 	node.OnVerdict(func(service, region string, from, to health.State, reason string) {
-		cp.Record(control.Event{Type: control.EventVerdict, Service: service, Region: region,
+		cp.Record(control.Event{Type: control.EventVerdict, Service: service, Region: region, Status: string(to), Severity: verdictSeverity(to),
 			Message: strings.TrimSpace(fmt.Sprintf("%s in %s: %s → %s %s", service, region, from, to, reason))})
 	})
 	// Regions are judged by the cluster's quorum verdicts: each node's
@@ -203,8 +208,41 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		Leading: leading, Started: func(*runbook.Run) { executor.Kick() }, Logger: logger,
 		Notice: func(msg string) { cp.Record(control.Event{Type: control.EventDecision, Message: msg}) }})
 	stopFollow := followActive(cp.State(), node, lags, logger)
+	stopTransitions := recordTransitions(node, leading, cp.Record, 250*time.Millisecond)
+	var narrator report.Narrator
+	if cfg.Report.LLM != nil {
+		c, err := llm.New(cfg.Report.LLM, llm.Options{Redact: cfg.Redact, Logger: logger})
+		if err != nil {
+			stopTransitions()
+			stopFollow()
+			closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			cp.Close(closeCtx)
+			node.Close(closeCtx)
+			return usageError{fmt.Errorf("report.llm: %w", err)}
+		}
+		narrator = llmNarrator{c}
+	}
+	reporter := report.NewReporter(report.Options{Runs: cp.Runs(), Archive: cp.Store(), Status: node, Config: cfg,
+		Narrator: narrator, Leading: leading, Record: cp.Record, Logger: logger})
+	// Notifications follow the event stream on the leader, from a cursor
+	// kept in the store, so a new leader neither repeats nor skips.
+	notifier, err := notify.New(cfg.Notify.Channels, notify.Options{Record: cp.Record, Logger: logger})
+	if err != nil {
+		stopTransitions()
+		stopFollow()
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cp.Close(closeCtx)
+		node.Close(closeCtx)
+		return usageError{fmt.Errorf("notify: %w", err)}
+	}
+	notifier.Open()
+	follower := notify.NewFollower(cp.Store(), cp.Store().Cursor("notify"), notifier, notify.FollowerOptions{Leading: leading, Logger: logger})
+	follower.Open()
 	executor.Open()
 	decider.Open()
+	reporter.Open()
 	// The data plane routes from the control plane's state (static
 	// stability: the last known state when the store is unreachable).
 	router := traffic.NewRouter(cfg, cp.State(), node, 0)
@@ -216,7 +254,8 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	var srv *api.Server
 	if err == nil {
 		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger,
-			Runs: &api.Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: lags, Started: func(*runbook.Run) { executor.Kick() }}})
+			Runs:    &api.Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: lags, Started: func(*runbook.Run) { executor.Kick() }},
+			Reports: reporter})
 		err = srv.Open()
 	}
 	if err != nil {
@@ -226,8 +265,11 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 			plane.Close(closeCtx)
 		}
 		router.Close(closeCtx)
+		closeNotify(follower, notifier)
+		reporter.Close(closeCtx)
 		decider.Close(closeCtx)
 		executor.Close(closeCtx)
+		stopTransitions()
 		stopFollow()
 		cp.Close(closeCtx)
 		node.Close(closeCtx)
@@ -254,8 +296,11 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		logger.Warn("data plane close", "err", err)
 	}
 	router.Close(closeCtx)
+	closeNotify(follower, notifier)
+	reporter.Close(closeCtx)
 	decider.Close(closeCtx)
 	executor.Close(closeCtx)
+	stopTransitions()
 	stopFollow()
 	if err := cp.Close(closeCtx); err != nil {
 		logger.Warn("control plane close", "err", err)
@@ -300,6 +345,92 @@ func followActive(src traffic.StateSource, node *observe.Node, lags *runbook.Lag
 		close(done)
 		<-stopped
 	}
+}
+
+// closeNotify stops following the stream, then gives the notifications
+// still queued a few seconds of their own (a dead channel must not eat the
+// shutdown's budget).
+func closeNotify(f *notify.Follower, d *notify.Dispatcher) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	f.Close(ctx)
+	d.Close(ctx)
+}
+
+// llmNarrator lets a language model write a report's prose, every figure
+// checked against the facts.
+type llmNarrator struct{ c *llm.Client }
+
+func (n llmNarrator) Narrate(ctx context.Context, facts []byte) (string, string, string, []string, error) {
+	out, rejected, err := n.c.Checked(ctx, json.RawMessage(facts))
+	return out.Summary, out.Impact, out.NextSteps, rejected, err
+}
+
+// recordTransitions records, while this node leads, every change of a
+// region's state, a standby's readiness and an exposure's breach, as
+// events. Every node keeps comparing, so a new leader knows the last
+// status and does not report old news. It returns the function that stops.
+func recordTransitions(node *observe.Node, leading func() bool, record func(control.Event), every time.Duration) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		prev := node.Status()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			cur := node.Status()
+			if leading() {
+				for _, tr := range observe.Transitions(prev, cur) {
+					record(transitionEvent(tr))
+				}
+			}
+			prev = cur
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// transitionEvent is the event of a status transition.
+func transitionEvent(tr observe.Transition) control.Event {
+	e := control.Event{Service: tr.Service, Region: tr.Region, Status: tr.To, Message: tr.Message, Severity: control.SeverityInfo}
+	switch tr.Kind {
+	case observe.TransitionRegion:
+		e.Type = control.EventRegion
+		switch tr.To {
+		case string(health.RegionDown):
+			e.Severity = control.SeverityCritical
+		case string(health.RegionDegraded):
+			e.Severity = control.SeverityWarning
+		}
+	case observe.TransitionReadiness:
+		e.Type = control.EventReadiness
+		if tr.To != "ready" {
+			e.Severity = control.SeverityWarning
+		}
+	case observe.TransitionExposure:
+		e.Type = control.EventExposure
+		if tr.To == string(replication.Breached) {
+			e.Severity = control.SeverityWarning
+		}
+	}
+	return e
+}
+
+// verdictSeverity grades an endpoint's verdict.
+func verdictSeverity(to health.State) string {
+	if to == health.Down {
+		return control.SeverityWarning
+	}
+	return control.SeverityInfo
 }
 
 // kubeScaler is the Kubernetes access of kubernetes.scale steps: the

@@ -1,0 +1,9 @@
+package report
+
+import (
+	"testing"
+
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.MainWithLeakCheck(m) }
