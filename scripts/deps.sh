@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Lifeboat's tests and demo need on a Debian machine with Go:
 # PostgreSQL 15 (server and client), Redis, dig, iproute2, curl, rsync and
-# rclone (bench/files.sh compares against them) and versitygw (an S3 gateway,
+# rclone (bench/files.sh compares against them), chromium (the dashboard's
+# browser test), prometheus (promtool checks the alert rules) and versitygw (an S3 gateway,
 # built with go install). Does
 # nothing for what is already there.
 set -euo pipefail
@@ -26,6 +27,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network namespaces for the
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)   # bench/files.sh
 command -v rclone >/dev/null 2>&1 || need+=(rclone) # bench/files.sh
+command -v chromium >/dev/null 2>&1 || need+=(chromium) # the dashboard's browser test (chromedp)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus) # promtool checks deploy/ alert rules
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -223,6 +223,19 @@ report:
 		t.Error("the model was never asked")
 	}
 
+	// The control plane's metrics follow the switch.
+	resp, err := http.Get(server + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`lifeboat_leader{node="n1"} 1`, `lifeboat_quorum{node="n1"} 1`, `lifeboat_epoch{active="west",node="n1"} 2`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+
 	// The webhook got the run's start and end, signed.
 	got := hooks.wait(t, 10*time.Second, "run-started", "run-completed")
 	for _, h := range got {

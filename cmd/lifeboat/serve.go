@@ -183,6 +183,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	elector.Store(cp.Elector())
+	reg.MustRegister(cp.Collector())
 	// Every verdict change goes to the event stream, from the first probe.
 	node.OnVerdict(func(service, region string, from, to health.State, reason string) {
 		cp.Record(control.Event{Type: control.EventVerdict, Service: service, Region: region, Status: string(to), Severity: verdictSeverity(to),
