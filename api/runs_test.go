@@ -130,10 +130,12 @@ services:
 	expect("second run", c, b, 409, "another run is active: run "+run.ID)
 
 	c, b = call("GET", "/api/v1/runs", "", "")
+	expect("list without a token", c, b, 401, "needs a bearer token")
+	c, b = call("GET", "/api/v1/runs", "ops-token", "")
 	expect("list", c, b, 200, run.ID)
-	c, b = call("GET", "/api/v1/runs/"+run.ID, "", "")
+	c, b = call("GET", "/api/v1/runs/"+run.ID, "ops-token", "")
 	expect("show", c, b, 200, `"kind": "failover"`)
-	c, b = call("GET", "/api/v1/runs/nope", "", "")
+	c, b = call("GET", "/api/v1/runs/nope", "ops-token", "")
 	expect("show unknown", c, b, 404, `no run \"nope\"`)
 
 	c, b = call("POST", "/api/v1/runs/"+run.ID+"/approve", "ops-token", `{}`)

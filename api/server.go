@@ -63,6 +63,11 @@ type Config struct {
 	// Reports, with Runs and Control, serves runs' reports and takes
 	// drills' outcomes.
 	Reports Reports
+	// Lag, when set, serves the recent replication lag (the dashboard's
+	// chart).
+	Lag LagSource
+	// Dashboard, when set, is served at / and /ui/.
+	Dashboard http.Handler
 	// Gatherer serves /metrics; nil serves none.
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
@@ -76,6 +81,8 @@ type Server struct {
 	ln     net.Listener
 	errc   chan error
 	once   sync.Once
+	// done is closed by Close: long-lived responses (event streams) end.
+	done chan struct{}
 }
 
 // New makes a server; it listens on Open.
@@ -84,7 +91,7 @@ func New(cfg Config) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, logger: logger, errc: make(chan error, 1)}
+	s := &Server{cfg: cfg, logger: logger, errc: make(chan error, 1), done: make(chan struct{})}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -98,22 +105,41 @@ func New(cfg Config) *Server {
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/status", s.status)
-	mux.HandleFunc("GET /api/v1/events", s.events)
+	// Reads need a viewer token once tokens are configured; writes check
+	// their own role (operator or admin).
+	get := func(pattern string, h http.HandlerFunc) { mux.HandleFunc("GET "+pattern, s.viewer(h)) }
+	get("/api/v1/status", s.status)
+	get("/api/v1/regions", s.regions)
+	get("/api/v1/services", s.services)
+	get("/api/v1/exposure", s.exposure)
+	get("/api/v1/readiness", s.readiness)
+	get("/api/v1/events", s.events)
+	if s.cfg.Lag != nil {
+		get("/api/v1/lag", s.lag)
+	}
+	if s.cfg.Control != nil {
+		get("/api/v1/events/stream", s.stream)
+	}
 	if s.cfg.Runs != nil {
-		mux.HandleFunc("GET /api/v1/runs", s.listRuns)
+		get("/api/v1/runs", s.listRuns)
 		mux.HandleFunc("POST /api/v1/runs", s.createRun)
-		mux.HandleFunc("GET /api/v1/runs/{id}", s.showRun)
+		get("/api/v1/runs/{id}", s.showRun)
 		mux.HandleFunc("POST /api/v1/runs/{id}/approve", s.approveRun)
+		mux.HandleFunc("POST /api/v1/runs/{id}/cancel", s.cancelRun)
 		if s.cfg.Reports != nil && s.cfg.Control != nil {
-			mux.HandleFunc("GET /api/v1/runs/{id}/report", s.showReport)
+			get("/api/v1/runs/{id}/report", s.showReport)
 			mux.HandleFunc("POST /api/v1/runs/{id}/drill", s.attachDrill)
+			get("/api/v1/drills", s.drills)
 		}
 	}
 	// Audit trail (api/audit.go): export and verification, admin only.
 	if s.cfg.Runs != nil && s.cfg.Control != nil {
 		mux.HandleFunc("GET /api/v1/audit", s.auditExport)
 		mux.HandleFunc("GET /api/v1/audit/verify", s.auditVerify)
+	}
+	if s.cfg.Dashboard != nil {
+		mux.Handle("GET /{$}", s.cfg.Dashboard)
+		mux.Handle("GET /ui/", s.cfg.Dashboard)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -150,16 +176,7 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	resp := StatusResponse{Status: s.cfg.Status.Status()}
-	if s.cfg.Traffic != nil {
-		t := s.cfg.Traffic.Status()
-		resp.Traffic = &t
-	}
-	if s.cfg.Control != nil {
-		c := s.cfg.Control.Status(r.Context())
-		resp.Control = &c
-	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, s.statusResponse(r.Context()))
 }
 
 // events serves GET /api/v1/events?after=N&limit=M: the events with a
@@ -191,6 +208,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "events: "+err.Error())
 		return
+	}
+	for i := range evs {
+		evs[i].Message = s.redact(evs[i].Message)
 	}
 	writeJSON(w, http.StatusOK, evs)
 }
@@ -248,6 +268,7 @@ func (s *Server) Err() <-chan error { return s.errc }
 func (s *Server) Close(ctx context.Context) error {
 	var err error
 	s.once.Do(func() {
+		close(s.done)
 		if s.ln == nil {
 			return
 		}

@@ -123,3 +123,17 @@ func (s *Store) EventsBetween(ctx context.Context, from, to time.Time, limit int
 	}
 	return out, nil
 }
+
+// Drills returns every drill outcome attached to a run, by run id.
+func (s *Store) Drills(ctx context.Context) (map[string][]byte, error) {
+	prefix := s.key("drills/")
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = kv.Value
+	}
+	return out, nil
+}

@@ -57,6 +57,9 @@ func TestEventsBetweenAndReports(t *testing.T) {
 	if b, err := m.store.Drill(ctx, "r1"); err != nil || string(b) != `{"writes_lost":0}` {
 		t.Fatalf("drill: %s %v", b, err)
 	}
+	if all, err := m.store.Drills(ctx); err != nil || len(all) != 1 || string(all["r1"]) != `{"writes_lost":0}` {
+		t.Fatalf("drills: %v %v", all, err)
+	}
 	// Attaching a drill drops the report, to be written again with it.
 	if _, err := m.store.Report(ctx, "r1"); !errors.Is(err, ErrNoReport) {
 		t.Fatalf("report after a drill was attached: %v", err)

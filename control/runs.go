@@ -19,6 +19,7 @@ import (
 //	runs/<id>                the run (JSON runbook.Run)
 //	run-lock                 the id of the active run: one run at a time
 //	approvals/<id>/<step>    an approval (JSON runbook.Approval)
+//	cancels/<id>             a request to cancel the run (JSON runbook.Approval)
 
 // Runs is the run store on etcd. Saving a run's progress is fenced by
 // the leader's election key: a node that lost leadership cannot write.
@@ -149,23 +150,42 @@ func (r *Runs) ActiveRun(ctx context.Context) (*runbook.Run, error) {
 	return run, err
 }
 
+// Cancel records a request to cancel a run; the first one stands.
+func (r *Runs) Cancel(ctx context.Context, runID string, c runbook.Approval) error {
+	return r.putOnce(ctx, "cancels/"+runID, c)
+}
+
+// Cancellation reads a run's cancel request, or nil.
+func (r *Runs) Cancellation(ctx context.Context, runID string) (*runbook.Approval, error) {
+	return r.getApproval(ctx, "cancels/"+runID)
+}
+
 // Approve records an approval; the first one stands.
 func (r *Runs) Approve(ctx context.Context, runID, step string, a runbook.Approval) error {
-	b, _ := json.Marshal(a)
-	k := r.store.key("approvals/" + runID + "/" + step)
-	_, err := r.store.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(b))).Commit()
-	return err
+	return r.putOnce(ctx, "approvals/"+runID+"/"+step, a)
 }
 
 // Approval reads a step's approval, or nil.
 func (r *Runs) Approval(ctx context.Context, runID, step string) (*runbook.Approval, error) {
-	resp, err := r.store.cli.Get(ctx, r.store.key("approvals/"+runID+"/"+step))
+	return r.getApproval(ctx, "approvals/"+runID+"/"+step)
+}
+
+// putOnce writes a consent under k unless one is there.
+func (r *Runs) putOnce(ctx context.Context, k string, a runbook.Approval) error {
+	b, _ := json.Marshal(a)
+	k = r.store.key(k)
+	_, err := r.store.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, string(b))).Commit()
+	return err
+}
+
+func (r *Runs) getApproval(ctx context.Context, k string) (*runbook.Approval, error) {
+	resp, err := r.store.cli.Get(ctx, r.store.key(k))
 	if err != nil || len(resp.Kvs) == 0 {
 		return nil, err
 	}
 	var a runbook.Approval
 	if err := json.Unmarshal(resp.Kvs[0].Value, &a); err != nil {
-		return nil, fmt.Errorf("control: approval of %s/%s is corrupt: %w", runID, step, err)
+		return nil, fmt.Errorf("control: %s is corrupt: %w", k, err)
 	}
 	return &a, nil
 }

@@ -15,8 +15,9 @@ import (
 	"github.com/lifeboat-dr/lifeboat/runbook"
 )
 
-// call sends a JSON request to a node's API and decodes the answer.
-func call(ctx context.Context, n Region, method, path string, body, out any) error {
+// call sends a JSON request to a node's API, with the lab's token, and
+// decodes the answer.
+func (l *Lab) call(ctx context.Context, n Region, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -29,6 +30,7 @@ func call(ctx context.Context, n Region, method, path string, body, out any) err
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+l.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -61,14 +63,14 @@ func (l *Lab) liveNode(ctx context.Context) (Region, api.StatusResponse, error) 
 // startRun asks a node for a run.
 func (l *Lab) startRun(ctx context.Context, n Region, kind, to string) (*runbook.Run, error) {
 	var r runbook.Run
-	err := call(ctx, n, http.MethodPost, "/api/v1/runs", api.RunRequest{Kind: kind, To: to, Reason: "lab drill"}, &r)
+	err := l.call(ctx, n, http.MethodPost, "/api/v1/runs", api.RunRequest{Kind: kind, To: to, Reason: "lab drill"}, &r)
 	return &r, err
 }
 
 // runs lists the runs, newest first.
 func (l *Lab) runs(ctx context.Context, n Region) ([]*runbook.Run, error) {
 	var out []*runbook.Run
-	err := call(ctx, n, http.MethodGet, "/api/v1/runs", nil, &out)
+	err := l.call(ctx, n, http.MethodGet, "/api/v1/runs", nil, &out)
 	return out, err
 }
 
@@ -79,7 +81,7 @@ func (l *Lab) waitRun(ctx context.Context, id string, limit time.Duration) (*run
 		n, _, err := l.liveNode(ctx)
 		if err == nil {
 			var r runbook.Run
-			if err = call(ctx, n, http.MethodGet, "/api/v1/runs/"+id, nil, &r); err == nil && runbook.Terminal(r.Status) {
+			if err = l.call(ctx, n, http.MethodGet, "/api/v1/runs/"+id, nil, &r); err == nil && runbook.Terminal(r.Status) {
 				return &r, nil
 			}
 		}
@@ -100,7 +102,7 @@ func (l *Lab) events(ctx context.Context, n Region) ([]control.Event, error) {
 	after := uint64(0)
 	for {
 		var evs []control.Event
-		if err := call(ctx, n, http.MethodGet, fmt.Sprintf("/api/v1/events?after=%d&limit=1000", after), nil, &evs); err != nil {
+		if err := l.call(ctx, n, http.MethodGet, fmt.Sprintf("/api/v1/events?after=%d&limit=1000", after), nil, &evs); err != nil {
 			return all, err
 		}
 		all = append(all, evs...)

@@ -1,6 +1,8 @@
 package lab
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -25,6 +27,8 @@ func (s *Spec) configYAML() string {
 			w("  heartbeat: %dms\n  election_timeout: %dms\n  lease_ttl: %dms\n", hb, hb*10, max(hb*15, 3000))
 		}
 	}
+	sum := sha256.Sum256([]byte(s.Token))
+	w("api:\n  tokens: [{name: lab, role: admin, sha256: %s}]\n", hex.EncodeToString(sum[:]))
 	w("regions:\n")
 	for i, r := range s.Regions {
 		role := ""

@@ -142,14 +142,14 @@ func (l *Lab) attachReport(ctx context.Context, res *DrillResult) {
 	d.FaultAt, _ = time.Parse(time.RFC3339Nano, res.FaultAt)
 	n, _, err := l.liveNode(ctx)
 	if err == nil {
-		err = call(ctx, n, http.MethodPost, "/api/v1/runs/"+res.RunID+"/drill", d, nil)
+		err = l.call(ctx, n, http.MethodPost, "/api/v1/runs/"+res.RunID+"/drill", d, nil)
 	}
 	var rep report.Report
 	if err == nil {
 		// The leader writes the report again with the measurements.
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			err = call(ctx, n, http.MethodGet, "/api/v1/runs/"+res.RunID+"/report", nil, &rep)
+			err = l.call(ctx, n, http.MethodGet, "/api/v1/runs/"+res.RunID+"/report", nil, &rep)
 			if (err == nil && rep.Facts.Run.Drill != "") || time.Now().After(deadline) {
 				break
 			}

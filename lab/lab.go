@@ -65,19 +65,22 @@ type Region struct {
 
 // Spec is the lab as recorded in Dir/lab.json.
 type Spec struct {
-	ID        string    `json:"id"`
-	Dir       string    `json:"dir"`
-	Bridge    string    `json:"bridge"`
-	Subnet    string    `json:"subnet"`
-	LatencyMS int       `json:"latency_ms"`
-	Sync      bool      `json:"sync"`
-	Regions   []Region  `json:"regions"`
-	Nodes     []Region  `json:"nodes"` // where the Lifeboat nodes run
-	Password  string    `json:"password"`
-	Config    string    `json:"config"`
-	Binary    string    `json:"binary"`
-	PGBin     string    `json:"pg_bin"`
-	Created   time.Time `json:"created"`
+	ID        string   `json:"id"`
+	Dir       string   `json:"dir"`
+	Bridge    string   `json:"bridge"`
+	Subnet    string   `json:"subnet"`
+	LatencyMS int      `json:"latency_ms"`
+	Sync      bool     `json:"sync"`
+	Regions   []Region `json:"regions"`
+	Nodes     []Region `json:"nodes"` // where the Lifeboat nodes run
+	Password  string   `json:"password"`
+	// Token is the nodes' API token (role admin): the API refuses
+	// unauthenticated calls off loopback.
+	Token   string    `json:"token"`
+	Config  string    `json:"config"`
+	Binary  string    `json:"binary"`
+	PGBin   string    `json:"pg_bin"`
+	Created time.Time `json:"created"`
 	// Pids of the processes the lab started, by "region/name".
 	Pids map[string]int `json:"pids"`
 	// Notes say what the lab could not do as asked.
@@ -146,7 +149,7 @@ func newSpec(opts Options) (*Spec, error) {
 	s := &Spec{
 		ID: id, Dir: opts.Dir, Bridge: "lb" + id, Subnet: fmt.Sprintf("10.%d.%d", 100+int(b[1])%100, n),
 		LatencyMS: int(opts.Latency / time.Millisecond), Sync: opts.Sync,
-		Password: hex.EncodeToString(b[:]) + randomHex(8), Binary: opts.Binary, PGBin: opts.PGBin,
+		Password: hex.EncodeToString(b[:]) + randomHex(8), Token: "lab-" + randomHex(16), Binary: opts.Binary, PGBin: opts.PGBin,
 		Created: time.Now().UTC(), Pids: map[string]int{},
 	}
 	names := []string{"east", "west", "witness"}

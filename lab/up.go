@@ -369,16 +369,7 @@ func (l *Lab) NodeStatus(ctx context.Context, n Region) (api.StatusResponse, err
 	var st api.StatusResponse
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/api/v1/status", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("%s: %s", n.APIURL(), resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return st, l.call(ctx, n, http.MethodGet, "/api/v1/status", nil, &st)
 }
 
 // Down stops everything the lab started and removes its namespaces,

@@ -34,6 +34,10 @@ type Store interface {
 	Approve(ctx context.Context, runID, step string, a Approval) error
 	// Approval returns a step's approval, or nil.
 	Approval(ctx context.Context, runID, step string) (*Approval, error)
+	// Cancel records a request to cancel a run (the first one stands);
+	// Cancellation returns it, or nil.
+	Cancel(ctx context.Context, runID string, c Approval) error
+	Cancellation(ctx context.Context, runID string) (*Approval, error)
 }
 
 // Traffic is the routing state the traffic actions change (fenced by the
@@ -244,6 +248,9 @@ func (x *execution) execute(ctx context.Context) error {
 		x.event(nil, "%s %s → %s started (%s)", r.Kind, r.From, r.To, r.Trigger)
 	}
 	for g := range r.Groups {
+		if done, err := x.cancelled(ctx); done || err != nil {
+			return err
+		}
 		var group []*StepRun
 		for _, s := range r.Steps {
 			if s.Group == g {
@@ -260,6 +267,11 @@ func (x *execution) execute(ctx context.Context) error {
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
+			if errors.Is(err, errCancelled) {
+				if done, cerr := x.cancelled(ctx); done || cerr != nil {
+					return cerr
+				}
+			}
 			return err // leadership lost or stopping: the run stays as saved
 		}
 		for _, s := range group {
@@ -430,12 +442,44 @@ func (x *execution) awaitApproval(ctx context.Context, s *StepRun) error {
 			x.event(s, "step %s waits for the approval of a %s", s.Name, s.Approve)
 			announced = true
 		}
+		if c, err := x.e.opts.Store.Cancellation(ctx, x.run.ID); err == nil && c != nil {
+			return errCancelled
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("step %s: %w", s.Name, ErrNotLeader)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// errCancelled ends an approval wait: the run was cancelled.
+var errCancelled = errors.New("runbook: run cancelled")
+
+// cancelled ends the run when an operator asked to cancel it, as long as
+// its epoch has not switched (after the switch, undoing the fence could
+// give the old region writes again: the run goes on to the end). It
+// reports whether the run ended.
+func (x *execution) cancelled(ctx context.Context) (bool, error) {
+	c, err := x.e.opts.Store.Cancellation(ctx, x.run.ID)
+	if err != nil || c == nil {
+		return false, nil // unknown: keep going, look again at the next group
+	}
+	x.mu.Lock()
+	switched := x.run.Epoch != 0
+	x.mu.Unlock()
+	if switched {
+		return false, nil
+	}
+	x.mu.Lock()
+	for _, s := range x.run.Steps {
+		if s.Status == StatusWaitingApproval {
+			s.Status, s.Output = StatusSkipped, "the run was cancelled"
+		}
+	}
+	x.mu.Unlock()
+	x.rollback(ctx)
+	return true, x.finish(ctx, StatusCancelled, fmt.Sprintf("cancelled by %s (%s) at %s", c.By, c.Role, c.At.Format(time.RFC3339)))
 }
 
 // rollback undoes the succeeded steps that can be undone, newest first.

@@ -144,3 +144,102 @@ runbooks:
 		t.Errorf("the lock is still held by %s", active.ID)
 	}
 }
+
+// A cancelled run: it stops at its approval gate, undoes the hold it had
+// taken and ends cancelled; the epoch never moves.
+func TestExecutorCancel(t *testing.T) {
+	cfg := testenv.Config(t, `
+cluster: cancel
+regions: [{name: east, priority: 1}, {name: west, priority: 2}]
+services:
+  - {name: web, kind: http, endpoints: {east: "http://127.0.0.1:1", west: "http://127.0.0.1:1"}}
+runbooks:
+  switchover:
+    groups:
+      - name: one
+        steps:
+          - {name: hold, action: traffic.hold}
+      - name: two
+        steps:
+          - {name: gate, action: wait, args: {duration: 1ms}, approve: operator}
+      - name: three
+        steps:
+          - {name: switch, action: traffic.switch, args: {region: west}}
+`)
+	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := observe.New(cfg, observe.Options{Observer: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
+	ex := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: runbook.NewLagMemory(),
+		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Poll: 50 * time.Millisecond})
+	ex.Open()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ex.Close(ctx)
+		node.Close(ctx)
+		cp.Close(ctx)
+	}()
+	plan, err := runbook.Generate(cfg, runbook.Request{Kind: runbook.KindSwitchover, From: "east", To: "west", Severity: "planned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runbook.NewRun(plan, runbook.TriggerManual, "test", "", time.Now())
+	r.StartEpoch = 1
+	if err := cp.Runs().CreateRun(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus := func(want string) *runbook.Run {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got, err := cp.Runs().GetRun(t.Context(), r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status == want {
+				return got
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("run %s, want %s", got.Status, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitStatus(runbook.StatusWaitingApproval)
+	if st := cp.State().Current(); !st.Held {
+		t.Fatal("the hold step did not hold")
+	}
+	if err := cp.Runs().Cancel(t.Context(), r.ID, runbook.Approval{By: "ops", Role: "operator", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	ex.Kick()
+	got := waitStatus(runbook.StatusCancelled)
+	if !strings.Contains(got.Error, "cancelled by ops (operator)") {
+		t.Errorf("error: %q", got.Error)
+	}
+	if s := got.Step("gate"); s.Status != runbook.StatusSkipped {
+		t.Errorf("gate: %s", s.Status)
+	}
+	if s := got.Step("switch"); s.Status != runbook.StatusPending {
+		t.Errorf("switch ran after the cancel: %s", s.Status)
+	}
+	if len(got.Rollback) != 1 || got.Rollback[0].Name != "undo-hold" || got.Rollback[0].Status != runbook.StatusSucceeded {
+		t.Errorf("rollback: %+v", got.Rollback)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st := cp.State().Current(); st.Held || st.Epoch != 1; st = cp.State().Current() {
+		if time.Now().After(deadline) {
+			t.Fatalf("state after the cancel: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a, _ := cp.Runs().ActiveRun(t.Context()); a != nil {
+		t.Errorf("the cancelled run still holds the lock: %s", a.ID)
+	}
+}

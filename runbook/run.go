@@ -35,6 +35,9 @@ const (
 	StatusSucceeded       = "succeeded"
 	StatusFailed          = "failed"
 	StatusRolledBack      = "rolled-back"
+	// StatusCancelled: an operator cancelled the run before its epoch
+	// switch; what could be undone was.
+	StatusCancelled = "cancelled"
 	// Steps only.
 	StatusSkipped = "skipped"
 )
@@ -119,7 +122,7 @@ type Approval struct {
 // Terminal reports whether a run status is final.
 func Terminal(status string) bool {
 	switch status {
-	case StatusSucceeded, StatusFailed, StatusRolledBack:
+	case StatusSucceeded, StatusFailed, StatusRolledBack, StatusCancelled:
 		return true
 	}
 	return false

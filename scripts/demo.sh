@@ -21,9 +21,12 @@ echo "== lifeboat lab drill region-outage: everything in east dies at once"
 "$lb" lab drill region-outage --dir "$dir"
 echo
 echo "== the failover run, step by step"
+export LIFEBOAT_TOKEN
+LIFEBOAT_TOKEN=$(sed -n 's/.*"token": *"\([^"]*\)".*/\1/p' "$dir/lab.json")
 witness=$(sed -n 's/^node witness *api\/dashboard //p' < <("$lb" lab status --dir "$dir"))
 run=$("$lb" runs --server "$witness" | awk '$2 == "failover" {print $1; exit}')
 "$lb" runs show "$run" --server "$witness"
+echo "== lifeboat report $run"
+"$lb" report "$run" --server "$witness"
 echo
 echo "(the lab puts itself back after the drill: east is active again)"
-echo "DR reports are not produced yet; the run above is the timeline."

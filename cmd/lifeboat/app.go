@@ -59,6 +59,7 @@ Everything is described in one topology file, lifeboat.yaml.`,
 		a.statusCommand(),
 		a.eventsCommand(),
 		a.reportCommand(),
+		a.cancelCommand(),
 		a.runCommand(runbook.KindFailover, "Fail over to a standby region (unplanned: the active region is lost)",
 			`Failover makes --to the active region when the active one is lost: it checks
 the target is ready (lag within max_lag_on_failover, unless --force), holds new

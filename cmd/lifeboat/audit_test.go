@@ -55,7 +55,7 @@ services:
 	server := fmt.Sprintf("http://127.0.0.1:%d", port)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, _, code := run(t, nil, "status", "--server", server); code == 0 {
+		if _, _, code := run(t, nil, "status", "--server", server, "--token", "ops-token"); code == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,9 +15,9 @@ import (
 
 func (a *app) eventsCommand() *cobra.Command {
 	var (
-		server, cfgPath string
-		follow, asJSON  bool
-		after           uint64
+		f              clientFlags
+		follow, asJSON bool
+		after          uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "events",
@@ -32,14 +31,20 @@ until interrupted.`,
   lifeboat events --after 120 --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			base, err := a.statusServer(server, cfgPath)
+			c, err := a.client(f)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			for {
-				evs, err := fetchEvents(ctx, base, after)
+				var evs []control.Event
+				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := c.do(rctx, http.MethodGet, fmt.Sprintf("/api/v1/events?after=%d&limit=500", after), nil, &evs)
+				cancel()
 				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
 					return err
 				}
 				for _, e := range evs {
@@ -64,38 +69,11 @@ until interrupted.`,
 			}
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "", "URL of the node's API (default: from -c, else http://127.0.0.1:7480)")
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "topology file whose api.listen names the node")
+	f.add(cmd)
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	cmd.Flags().Uint64Var(&after, "after", 0, "start after this sequence number")
 	return cmd
-}
-
-func fetchEvents(ctx context.Context, base string, after uint64) ([]control.Event, error) {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, fmt.Sprintf("%s/api/v1/events?after=%d&limit=500", base, after), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("no answer from %s (is lifeboat serve running?): %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/api/v1/events: %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
-	}
-	var evs []control.Event
-	if err := json.Unmarshal(body, &evs); err != nil {
-		return nil, fmt.Errorf("%s/api/v1/events: %w", base, err)
-	}
-	return evs, nil
 }
 
 func printEvent(w io.Writer, e control.Event) {

@@ -126,6 +126,7 @@ func printLab(w interface{ Write([]byte) (int, error) }, l *lab.Lab) {
 	fmt.Fprintf(w, "front door     %s (Host: %s)\n", l.FrontDoor(), lab.AppHost)
 	fmt.Fprintf(w, "dns            dig @%s -p %d app.lab\n", last.IP, lab.PortDNS)
 	fmt.Fprintf(w, "writer         %s:%d (Postgres; password in %s/lab.json)\n", last.IP, lab.PortWriter, l.Dir)
+	fmt.Fprintf(w, "api token      in %s/lab.json (\"token\"; role admin): export LIFEBOAT_TOKEN=$(jq -r .token %s/lab.json)\n", l.Dir, l.Dir)
 	fmt.Fprintf(w, "config         %s\n", l.Config)
 	fmt.Fprintf(w, "logs           %s/logs\n", l.Dir)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -379,6 +380,34 @@ so the run goes on. Without STEP, the step waiting for approval is approved.`,
 				return err
 			}
 			fmt.Fprintf(a.stdout, "approved step %v of run %s as %v\n", out["step"], args[0], out["approved_by"])
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func (a *app) cancelCommand() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "cancel RUN",
+		Short: "Cancel a run that has not switched its epoch yet",
+		Long: `Cancel asks the leader to stop a run before its next group of steps (or while
+it waits for an approval) and to undo what can be undone: the hold is released,
+fences are lifted. A run that has committed its new epoch cannot be cancelled:
+undoing its fence then could give the old region writes again; let it finish
+and fail back.`,
+		Example: `  lifeboat cancel 20261122-060102.123-a1b2c3 --token "$OPS_TOKEN"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(f)
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, "/api/v1/runs/"+url.PathEscape(args[0])+"/cancel", nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "run %s: cancel requested (see lifeboat runs show %s)\n", args[0], args[0])
 			return nil
 		},
 	}

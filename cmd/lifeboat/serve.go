@@ -209,7 +209,8 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		Leading: leading, Started: func(*runbook.Run) { executor.Kick() }, Logger: logger,
 		Notice: func(msg string) { cp.Record(control.Event{Type: control.EventDecision, Message: msg}) }})
 	stopFollow := followActive(cp.State(), node, lags, logger)
-	stopTransitions := recordTransitions(node, leading, cp.Record, 250*time.Millisecond)
+	lagHistory := observe.NewLagHistory(time.Hour)
+	stopTransitions := recordTransitions(node, leading, cp.Record, lagHistory, 250*time.Millisecond)
 	var narrator report.Narrator
 	if cfg.Report.LLM != nil {
 		c, err := llm.New(cfg.Report.LLM, llm.Options{Redact: cfg.Redact, Logger: logger})
@@ -256,7 +257,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	if err == nil {
 		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger,
 			Runs:    &api.Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: lags, Started: func(*runbook.Run) { executor.Kick() }},
-			Reports: reporter})
+			Reports: reporter, Lag: lagHistory})
 		err = srv.Open()
 	}
 	if err != nil {
@@ -370,8 +371,9 @@ func (n llmNarrator) Narrate(ctx context.Context, facts []byte) (string, string,
 // recordTransitions records, while this node leads, every change of a
 // region's state, a standby's readiness and an exposure's breach, as
 // events. Every node keeps comparing, so a new leader knows the last
-// status and does not report old news. It returns the function that stops.
-func recordTransitions(node *observe.Node, leading func() bool, record func(control.Event), every time.Duration) func() {
+// status and does not report old news; every node also keeps the lag
+// history its dashboard charts. It returns the function that stops.
+func recordTransitions(node *observe.Node, leading func() bool, record func(control.Event), lags *observe.LagHistory, every time.Duration) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -386,6 +388,7 @@ func recordTransitions(node *observe.Node, leading func() bool, record func(cont
 			case <-t.C:
 			}
 			cur := node.Status()
+			lags.Record(cur)
 			if leading() {
 				for _, tr := range observe.Transitions(prev, cur) {
 					record(transitionEvent(tr))

@@ -19,9 +19,9 @@ import (
 
 func (a *app) statusCommand() *cobra.Command {
 	var (
-		server, cfgPath string
-		asJSON          bool
-		timeout         time.Duration
+		f       clientFlags
+		asJSON  bool
+		timeout time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -38,15 +38,19 @@ http://127.0.0.1:7480.`,
   lifeboat status -c examples/minimal.yaml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			base, err := a.statusServer(server, cfgPath)
+			c, err := a.client(f)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			raw, st, err := fetchStatus(ctx, base)
-			if err != nil {
+			var raw json.RawMessage
+			if err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, &raw); err != nil {
 				return err
+			}
+			var st api.StatusResponse
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return fmt.Errorf("%s/api/v1/status: not a status: %w", c.base, err)
 			}
 			if asJSON {
 				_, err := a.stdout.Write(raw)
@@ -56,8 +60,7 @@ http://127.0.0.1:7480.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "", "URL of the node's API (default: from -c, else http://127.0.0.1:7480)")
-	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "topology file whose api.listen names the node")
+	f.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON, as the API returns it")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for the node")
 	return cmd
@@ -79,30 +82,6 @@ func (a *app) statusServer(server, cfgPath string) (string, error) {
 		return "http://" + cfg.API.Listen, nil
 	}
 	return "http://" + config.DefaultAPIListen, nil
-}
-
-func fetchStatus(ctx context.Context, base string) ([]byte, api.StatusResponse, error) {
-	var st api.StatusResponse
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/status", nil)
-	if err != nil {
-		return nil, st, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, st, fmt.Errorf("no answer from %s (is lifeboat serve running?): %w", base, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return nil, st, fmt.Errorf("read status from %s: %w", base, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, st, fmt.Errorf("%s/api/v1/status: %s: %s", base, resp.Status, strings.TrimSpace(string(raw)))
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return nil, st, fmt.Errorf("%s/api/v1/status: not a status: %w", base, err)
-	}
-	return raw, st, nil
 }
 
 func ago(t, now time.Time) string {
