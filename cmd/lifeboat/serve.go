@@ -20,6 +20,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/api"
 	"github.com/lifeboat-dr/lifeboat/control"
+	"github.com/lifeboat-dr/lifeboat/dashboard"
 	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/kube"
@@ -257,7 +258,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	if err == nil {
 		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger,
 			Runs:    &api.Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: lags, Started: func(*runbook.Run) { executor.Kick() }},
-			Reports: reporter, Lag: lagHistory})
+			Reports: reporter, Lag: lagHistory, Dashboard: dashboard.Handler()})
 		err = srv.Open()
 	}
 	if err != nil {
