@@ -29,6 +29,7 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)   # bench/files.sh
 command -v rclone >/dev/null 2>&1 || need+=(rclone) # bench/files.sh
 command -v chromium >/dev/null 2>&1 || need+=(chromium) # the dashboard's browser test (chromedp)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus) # promtool checks deploy/ alert rules
+command -v node >/dev/null 2>&1 || need+=(nodejs)         # node --check parses the dashboard's scripts
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
