@@ -28,6 +28,12 @@ vet:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./redis -run '^$$' -fuzz FuzzParseInfo -fuzztime $(FUZZTIME)
+	$(GO) test ./traffic/dnsserver -run '^$$' -fuzz FuzzAnswer -fuzztime $(FUZZTIME)
+	$(GO) test ./llm -run '^$$' -fuzz FuzzCheckNumbers -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz FuzzRunRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz FuzzApproveRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz FuzzDrill -fuzztime $(FUZZTIME)
 
 demo: deps build
 	@scripts/demo.sh

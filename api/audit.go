@@ -136,7 +136,7 @@ func (s *Server) auditEvent(r *http.Request, note *auditNote, rec *bufferedRespo
 	}
 	if e.Actor == "" {
 		e.Actor = "anonymous"
-		if s.cfg.Runs != nil && len(s.cfg.Runs.Config.API.Tokens) == 0 {
+		if len(s.tokens()) == 0 {
 			e.Actor = "local"
 		}
 	}

@@ -3,9 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,35 +57,37 @@ type caller struct {
 	name, role string
 }
 
-// authenticate checks the bearer token of a mutating call; minRole is
-// operator or admin.
+// authenticate checks the bearer token of a call; minRole is viewer,
+// operator or admin. 401 says what is wrong with the credentials (none,
+// a malformed header, an unknown token), 403 which role the call needs.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, minRole string) (caller, bool) {
-	cfg := s.cfg.Runs.Config
-	if len(cfg.API.Tokens) == 0 {
+	tokens := s.tokens()
+	if len(tokens) == 0 {
 		return caller{name: "local", role: config.TokenAdmin}, true
 	}
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="lifeboat"`)
-		writeError(w, http.StatusUnauthorized, "this call needs a bearer token (Authorization: Bearer <token>)")
+	tok, problem := bearerToken(r)
+	if problem != "" {
+		challenge := `Bearer realm="lifeboat"`
+		if r.Header.Get("Authorization") != "" {
+			challenge += `, error="invalid_request"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeError(w, http.StatusUnauthorized, problem)
 		return caller{}, false
 	}
-	sum := sha256.Sum256([]byte(tok))
-	hexSum := hex.EncodeToString(sum[:])
-	for _, t := range cfg.API.Tokens {
-		if subtle.ConstantTimeCompare([]byte(hexSum), []byte(t.SHA256)) == 1 {
-			noteCaller(r, t.Name) // the actor of the call's audit entry (api/audit.go)
-			if rank(t.Role) < rank(minRole) {
-				writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has role %s; this call needs %s", t.Name, t.Role, minRole))
-				return caller{}, false
-			}
-			return caller{name: t.Name, role: t.Role}, true
-		}
+	t, ok := tokenFor(tokens, tok)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lifeboat", error="invalid_token"`)
+		writeError(w, http.StatusUnauthorized, "the bearer token matches no configured token")
+		return caller{}, false
 	}
-	w.Header().Set("WWW-Authenticate", `Bearer realm="lifeboat", error="invalid_token"`)
-	writeError(w, http.StatusUnauthorized, "the bearer token matches no configured token")
-	return caller{}, false
+	noteCaller(r, t.Name) // the actor of the call's audit entry (api/audit.go)
+	if rank(t.Role) < rank(minRole) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lifeboat", error="insufficient_scope"`)
+		writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has role %s; this call needs %s", t.Name, t.Role, minRole))
+		return caller{}, false
+	}
+	return caller{name: t.Name, role: t.Role}, true
 }
 
 func rank(role string) int {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,9 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 	"github.com/lifeboat-dr/lifeboat/runbook"
 )
@@ -45,30 +42,17 @@ services:
       east: postgres://lifeboat:${DB_PASSWORD}@127.0.0.1:1/postgres
       west: postgres://lifeboat:${DB_PASSWORD}@127.0.0.1:2/postgres
 `, sha("view-token"), sha("ops-token")))
-	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		cp.Close(ctx)
-	}()
+	cp := openControl(t, cfg)
 	started := 0
-	s := New(Config{Listen: "127.0.0.1:0", Status: fixedStatus{Cluster: "apitest", ActiveRegion: "east"},
+	s := openServer(t, Config{Status: fixedStatus{Cluster: "apitest", ActiveRegion: "east"}, RateLimit: RateLimit{PerMinute: -1},
 		Runs: &Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: runbook.NewLagMemory(), Started: func(*runbook.Run) { started++ }}})
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Close(ctx)
-	}()
-	base := "http://" + s.Addr()
+	base := s.URL()
 	call := func(method, path, token, body string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}

@@ -1,9 +1,11 @@
-// Package api serves Lifeboat's HTTP API: /api/v1/status, /healthz and
-// /metrics.
+// Package api serves Lifeboat's HTTP API (/api/v1/...; its OpenAPI
+// document at /api/v1/openapi.json), /healthz, /metrics and the
+// dashboard.
 package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/dataplane"
 	"github.com/lifeboat-dr/lifeboat/observe"
@@ -50,9 +53,19 @@ type StatusResponse struct {
 
 // Config configures a Server.
 type Config struct {
-	// Listen is host:port; port 0 picks a free port (see Addr).
+	// Listen is host:port; port 0 picks a free port (see Addr). Empty:
+	// API.Listen. Without any token configured, a host that is not
+	// loopback is replaced by 127.0.0.1 (see Open).
 	Listen string
 	Status StatusSource
+	// API is the topology's api section: its listen address (when Listen
+	// is empty), its tokens (when it has any: else Runs.Config's) and its
+	// TLS (a certificate: https; with a CA: client certificates
+	// required).
+	API config.API
+	// RateLimit bounds each caller's mutating calls; zero: 30 a minute,
+	// 10 at once.
+	RateLimit RateLimit
 	// Traffic, when set, adds the data plane's routing to the status.
 	Traffic TrafficSource
 	// Control, when set, adds the control plane to the status and serves
@@ -82,7 +95,11 @@ type Server struct {
 	errc   chan error
 	once   sync.Once
 	// done is closed by Close: long-lived responses (event streams) end.
-	done chan struct{}
+	done    chan struct{}
+	limiter *limiter
+	// routes are the patterns Handler registered ("GET /api/v1/runs").
+	routes []string
+	url    string
 }
 
 // New makes a server; it listens on Open.
@@ -91,7 +108,7 @@ func New(cfg Config) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, logger: logger, errc: make(chan error, 1), done: make(chan struct{})}
+	s := &Server{cfg: cfg, logger: logger, errc: make(chan error, 1), done: make(chan struct{}), limiter: newLimiter(cfg.RateLimit)}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -102,12 +119,28 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// Handler routes the API.
+// Handler routes the API. Every route is an operation of the OpenAPI
+// document (api/openapi.go), which gives the role it needs and the type
+// of its body; guard (api/security.go) enforces them.
 func (s *Server) Handler() http.Handler {
+	return s.audited(s.mux()) // every mutating call is recorded in the audit trail (api/audit.go)
+}
+
+// mux registers the routes this server has the sources for.
+func (s *Server) mux() *http.ServeMux {
 	mux := http.NewServeMux()
-	// Reads need a viewer token once tokens are configured; writes check
-	// their own role (operator or admin).
-	get := func(pattern string, h http.HandlerFunc) { mux.HandleFunc("GET "+pattern, s.viewer(h)) }
+	s.routes = nil
+	route := func(method, pattern string, h http.Handler) {
+		op := operationFor(method, pattern)
+		if op == nil {
+			panic("api: route " + method + " " + pattern + " is not in the OpenAPI document (api/openapi.go)")
+		}
+		mux.Handle(method+" "+pattern, s.guard(op, h))
+		s.routes = append(s.routes, method+" "+pattern)
+	}
+	get := func(pattern string, h http.HandlerFunc) { route(http.MethodGet, pattern, h) }
+	post := func(pattern string, h http.HandlerFunc) { route(http.MethodPost, pattern, h) }
+	get("/api/v1/openapi.json", s.openAPI)
 	get("/api/v1/status", s.status)
 	get("/api/v1/regions", s.regions)
 	get("/api/v1/services", s.services)
@@ -122,41 +155,45 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.cfg.Runs != nil {
 		get("/api/v1/runs", s.listRuns)
-		mux.HandleFunc("POST /api/v1/runs", s.createRun)
+		post("/api/v1/runs", s.createRun)
 		get("/api/v1/runs/{id}", s.showRun)
-		mux.HandleFunc("POST /api/v1/runs/{id}/approve", s.approveRun)
-		mux.HandleFunc("POST /api/v1/runs/{id}/cancel", s.cancelRun)
+		post("/api/v1/runs/{id}/approve", s.approveRun)
+		post("/api/v1/runs/{id}/cancel", s.cancelRun)
 		if s.cfg.Reports != nil && s.cfg.Control != nil {
 			get("/api/v1/runs/{id}/report", s.showReport)
-			mux.HandleFunc("POST /api/v1/runs/{id}/drill", s.attachDrill)
+			post("/api/v1/runs/{id}/drill", s.attachDrill)
 			get("/api/v1/drills", s.drills)
 		}
 	}
 	// Audit trail (api/audit.go): export and verification, admin only.
 	if s.cfg.Runs != nil && s.cfg.Control != nil {
-		mux.HandleFunc("GET /api/v1/audit", s.auditExport)
-		mux.HandleFunc("GET /api/v1/audit/verify", s.auditVerify)
+		get("/api/v1/audit", s.auditExport)
+		get("/api/v1/audit/verify", s.auditVerify)
 	}
 	if s.cfg.Dashboard != nil {
-		mux.Handle("GET /{$}", s.cfg.Dashboard)
-		mux.Handle("GET /ui/", s.cfg.Dashboard)
+		route(http.MethodGet, "/{$}", s.cfg.Dashboard)
+		route(http.MethodGet, "/ui/", s.cfg.Dashboard)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
 	if s.cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}))
+		route(http.MethodGet, "/metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// Refused mutating calls are audited too: limit them as well.
+		if mutating(r.Method) && !s.limiter.allow(w, s.rateKey(r)) {
+			return
+		}
 		if allowed := allowedMethods(mux, r); len(allowed) > 0 {
 			w.Header().Set("Allow", strings.Join(allowed, ", "))
 			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
 			return
 		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s (see /api/v1/status)", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s (see /api/v1/openapi.json)", r.URL.Path))
 	})
-	return s.audited(mux) // every mutating call is recorded in the audit trail (api/audit.go)
+	return mux
 }
 
 // allowedMethods lists the methods that have a route for r's path.
@@ -227,28 +264,64 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
 
-// Open listens and starts serving.
+// Open listens and starts serving: https with a certificate (API.TLS),
+// requiring client certificates with a CA. Without any token configured,
+// the API listens on loopback only: a listen host that is not loopback
+// (an empty host, 0.0.0.0, ::, a LAN address) is replaced by 127.0.0.1,
+// with a warning that names both addresses.
 func (s *Server) Open() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	configured := s.cfg.Listen
+	if configured == "" {
+		configured = s.cfg.API.Listen
+	}
+	if configured == "" {
+		configured = config.DefaultAPIListen
+	}
+	tlsConf, err := serverTLS(s.cfg.API.TLS)
 	if err != nil {
-		return fmt.Errorf("api: listen on %s: %w", s.cfg.Listen, err)
+		return err
+	}
+	tokens := len(s.tokens()) > 0
+	addr, moved := listenAddr(configured, tokens)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("api: listen on %s: %w", addr, err)
 	}
 	s.ln = ln
+	scheme := "http"
+	if tlsConf != nil {
+		scheme = "https"
+		s.srv.TLSConfig = tlsConf
+	}
+	s.url = scheme + "://" + ln.Addr().String()
 	go func() {
-		err := s.srv.Serve(ln)
+		var err error
+		if tlsConf != nil {
+			err = s.srv.ServeTLS(ln, "", "")
+		} else {
+			err = s.srv.Serve(ln)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
 		s.errc <- err
 		close(s.errc)
 	}()
-	s.logger.Info("api listening", "addr", ln.Addr().String())
+	switch {
+	case moved:
+		s.logger.Warn("no API tokens configured: the API listens on loopback only, not on the configured address (configure api.tokens to serve it)",
+			"configured", configured, "listening", ln.Addr().String())
+	case !tokens:
+		s.logger.Warn("no API tokens configured: the API listens on loopback only and every local caller is an admin", "addr", ln.Addr().String())
+	}
+	s.logger.Info("api listening", "url", s.url, "client_certificates", tlsConf != nil && tlsConf.ClientAuth == tls.RequireAndVerifyClientCert)
 	return nil
 }
 
@@ -259,6 +332,10 @@ func (s *Server) Addr() string {
 	}
 	return s.ln.Addr().String()
 }
+
+// URL is the server's base URL after Open: https://addr with TLS, else
+// http://addr.
+func (s *Server) URL() string { return s.url }
 
 // Err reports a serving failure; it is closed when the server stops.
 func (s *Server) Err() <-chan error { return s.errc }

@@ -23,25 +23,15 @@ type LagSource interface {
 }
 
 // tokens are the configured API tokens (none: the API is open on
-// loopback).
+// loopback): Config.API's when it has any, else the runs' configuration's.
 func (s *Server) tokens() []config.Token {
+	if len(s.cfg.API.Tokens) > 0 {
+		return s.cfg.API.Tokens
+	}
 	if s.cfg.Runs == nil {
 		return nil
 	}
 	return s.cfg.Runs.Config.API.Tokens
-}
-
-// viewer guards a read: with tokens configured, every read needs a token
-// of at least the viewer role.
-func (s *Server) viewer(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if len(s.tokens()) > 0 {
-			if _, ok := s.authenticate(w, r, config.TokenViewer); !ok {
-				return
-			}
-		}
-		h(w, r)
-	}
 }
 
 func (s *Server) statusResponse(ctx context.Context) StatusResponse {

@@ -83,6 +83,9 @@ type Config struct {
 	Policy   Policy    `yaml:"policy"`
 	Notify   Notify    `yaml:"notify,omitempty"`
 	Report   Report    `yaml:"report,omitempty"`
+	// Drills configures drills against this topology: how faults are
+	// injected, what the drill writes through, when drills run.
+	Drills *Drills `yaml:"drills,omitempty"`
 	// Runbooks extend or replace the generated failover, switchover and
 	// failback plans.
 	Runbooks Runbooks `yaml:"runbooks,omitempty"`
@@ -117,6 +120,14 @@ type Cluster struct {
 	// heartbeat. Shorter settings fail over faster on fast links.
 	Heartbeat       Duration `yaml:"heartbeat"`
 	ElectionTimeout Duration `yaml:"election_timeout"`
+	// TLS, when set, secures the embedded etcd cluster with mutual TLS:
+	// its members talk to each other and serve their clients over https,
+	// and every connection must present a certificate signed by CA (cert,
+	// key and ca are all required). Peer and client URLs are then
+	// https://. Each node's certificate must name the hosts of its URLs
+	// (IP or DNS SANs) and allow both server and client authentication:
+	// a node is a server to the others and their client.
+	TLS TLS `yaml:"tls,omitempty"`
 }
 
 // Peer is one control-plane member.
@@ -137,7 +148,7 @@ func (c *Cluster) parseScalar(s string) error {
 // MarshalYAML writes a cluster without peers as its name alone.
 func (c Cluster) MarshalYAML() (any, error) {
 	def := DefaultConfig().Cluster
-	if len(c.Peers) == 0 && c.LeaseTTL == def.LeaseTTL && c.Heartbeat == def.Heartbeat && c.ElectionTimeout == def.ElectionTimeout {
+	if len(c.Peers) == 0 && c.TLS == (TLS{}) && c.LeaseTTL == def.LeaseTTL && c.Heartbeat == def.Heartbeat && c.ElectionTimeout == def.ElectionTimeout {
 		return c.Name, nil
 	}
 	type plain Cluster

@@ -1,10 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/mail"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,6 +35,7 @@ func (c *Config) Validate() error {
 	v.policy()
 	v.notify()
 	v.report()
+	v.drills()
 	v.runbooks()
 	return v.errs.err()
 }
@@ -139,6 +142,7 @@ func (v *validator) top() {
 	} else if 2*cl.LeaseTTL.D() < 3*cl.ElectionTimeout.D() {
 		v.errorf("cluster.lease_ttl", ErrInvalid, "%s must be at least 1.5 × election_timeout (%s): etcd cannot keep a shorter lease", cl.LeaseTTL, cl.ElectionTimeout)
 	}
+	secure := v.clusterTLS(cl.TLS)
 	peers := map[string]bool{}
 	for i, p := range c.Cluster.Peers {
 		pp := fmt.Sprintf("cluster.peers[%d]", i)
@@ -151,9 +155,14 @@ func (v *validator) top() {
 			v.errorf(pp+".region", ErrInvalid, "region %q is not declared", p.Region)
 		}
 		for key, u := range map[string]string{"peer_url": p.PeerURL, "client_url": p.ClientURL} {
-			if v.required(pp+"."+key, u) {
-				v.httpURL(pp+"."+key, u)
+			if !v.required(pp+"."+key, u) {
+				continue
 			}
+			if err := checkHTTPURL(u); err != nil {
+				v.errorf(pp+"."+key, ErrInvalid, "%s", err)
+				continue
+			}
+			v.clusterScheme(pp+"."+key, u, secure)
 		}
 	}
 	if n := len(c.Cluster.Peers); n == 2 || n%2 == 0 && n > 0 {
@@ -182,6 +191,40 @@ func (v *validator) tls(path string, t TLS) {
 	}
 	if t.CA != "" && t.Cert == "" {
 		v.errorf(path+".ca", ErrInvalid, "a client CA needs cert and key too")
+	}
+}
+
+// clusterTLS checks cluster.tls: cert, key and ca all set, or none; each
+// file readable. It reports whether the cluster uses TLS.
+func (v *validator) clusterTLS(t TLS) bool {
+	if t == (TLS{}) {
+		return false
+	}
+	for key, file := range map[string]string{"cert": t.Cert, "key": t.Key, "ca": t.CA} {
+		p := "cluster.tls." + key
+		if file == "" {
+			v.errorf(p, ErrMissing, "is required: the control plane's mutual TLS needs cert, key and ca")
+			continue
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			v.errorf(p, ErrInvalid, "cannot read %s: %v", file, errors.Unwrap(err))
+			continue
+		}
+		f.Close()
+	}
+	return true
+}
+
+// clusterScheme checks that a peer's URL is https:// exactly when the
+// cluster uses TLS.
+func (v *validator) clusterScheme(path, u string, secure bool) {
+	scheme, _, _ := strings.Cut(u, "://")
+	switch {
+	case secure && scheme != "https":
+		v.errorf(path, ErrInvalid, "%q must be https:// when cluster.tls is set", RedactURL(u))
+	case !secure && scheme == "https":
+		v.errorf(path, ErrInvalid, "%q is https:// but cluster.tls is not set (set cert, key and ca, or use http://)", RedactURL(u))
 	}
 }
 

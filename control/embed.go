@@ -5,6 +5,8 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -15,7 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/lifeboat-dr/lifeboat/config"
 )
 
 // Peer is one member of an embedded etcd cluster.
@@ -48,6 +53,12 @@ type EmbedConfig struct {
 	// HeartbeatMs and ElectionMs are etcd's raft timing; default etcd's
 	// (100ms, 1000ms).
 	HeartbeatMs, ElectionMs uint
+	// TLS, when set (cert, key and ca), secures the member with mutual
+	// TLS: it serves peers and clients over https and accepts only
+	// connections that present a certificate signed by the CA; it
+	// presents its own certificate to the other members. The URLs are
+	// then https:// (free loopback ones included).
+	TLS config.TLS
 }
 
 // Embedded is a running etcd member inside this process.
@@ -82,6 +93,15 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	if cfg.ElectionMs > 0 {
 		ec.ElectionMs = cfg.ElectionMs
 	}
+	scheme := "http"
+	if cfg.TLS != (config.TLS{}) {
+		if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.CA == "" {
+			return nil, errors.New("control: TLS needs cert, key and ca")
+		}
+		scheme = "https"
+		info := transport.TLSInfo{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, TrustedCAFile: cfg.TLS.CA, ClientCertAuth: true, MinVersion: tls.VersionTLS12}
+		ec.ClientTLSInfo, ec.PeerTLSInfo = info, info
+	}
 	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
 	var err error
 	var cu *url.URL
@@ -98,22 +118,22 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	// A single node without URLs takes free loopback ports (not port 0:
 	// the member advertises its URLs, and ":0" is no address).
 	if clientURL == "" {
-		if clientURL, err = freeLoopbackURL(); err != nil {
+		if clientURL, err = freeLoopbackURL(scheme); err != nil {
 			return nil, err
 		}
 	}
 	if peerURL == "" {
-		if peerURL, err = freeLoopbackURL(); err != nil {
+		if peerURL, err = freeLoopbackURL(scheme); err != nil {
 			return nil, err
 		}
 	}
-	cu, err = url.Parse(clientURL)
+	cu, err = parseMemberURL("client", clientURL, scheme)
 	if err != nil {
-		return nil, fmt.Errorf("control: client URL %q: %w", clientURL, err)
+		return nil, err
 	}
-	pu, err := url.Parse(peerURL)
+	pu, err := parseMemberURL("peer", peerURL, scheme)
 	if err != nil {
-		return nil, fmt.Errorf("control: peer URL %q: %w", peerURL, err)
+		return nil, err
 	}
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
@@ -150,7 +170,7 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	}
 	em := &Embedded{etcd: e}
 	for _, l := range e.Clients {
-		em.endpoints = append(em.endpoints, "http://"+l.Addr().String())
+		em.endpoints = append(em.endpoints, scheme+"://"+l.Addr().String())
 	}
 	return em, nil
 }
@@ -185,13 +205,48 @@ func checkMarker(cfg EmbedConfig, existing bool) error {
 	return os.WriteFile(path, []byte(want), 0o600)
 }
 
-func freeLoopbackURL() (string, error) {
+func freeLoopbackURL(scheme string) (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("control: find a free port: %w", err)
 	}
 	defer l.Close()
-	return "http://" + l.Addr().String(), nil
+	return scheme + "://" + l.Addr().String(), nil
+}
+
+// parseMemberURL parses one of the member's URLs, which must use scheme:
+// https with TLS, http without.
+func parseMemberURL(which, s, scheme string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("control: %s URL %q: %w", which, s, err)
+	}
+	if u.Scheme != scheme {
+		if scheme == "https" {
+			return nil, fmt.Errorf("control: %s URL %q must be https:// when the cluster uses TLS", which, s)
+		}
+		return nil, fmt.Errorf("control: %s URL %q is %s:// but the cluster has no TLS (cert, key and ca)", which, s, u.Scheme)
+	}
+	return u, nil
+}
+
+// ClientTLS is the TLS configuration of a client of a cluster secured
+// with t (EmbedConfig.TLS): it presents t's certificate and trusts
+// servers signed by t's CA.
+func ClientTLS(t config.TLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if err != nil {
+		return nil, fmt.Errorf("control: cluster TLS certificate: %w", err)
+	}
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("control: cluster TLS CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("control: cluster TLS CA: %s holds no PEM certificate", t.CA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Endpoints are the client URLs the member serves.

@@ -29,8 +29,10 @@ type Options struct {
 	// Endpoints, when set, use an existing etcd cluster instead of an
 	// embedded member; TLS secures the connection to it.
 	Endpoints []string
-	TLS       *tls.Config
-	Logger    *slog.Logger
+	// TLS is the etcd client's TLS; nil with cluster.tls set in the
+	// configuration: the node's cluster certificate (ClientTLS).
+	TLS    *tls.Config
+	Logger *slog.Logger
 	// EtcdLogLevel is the embedded member's own log level (to stderr).
 	EtcdLogLevel string
 }
@@ -65,10 +67,19 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Plane{node: opts.Node, logger: logger, events: make(chan Event, 256)}
+	clientTLS := opts.TLS
+	if clientTLS == nil && cfg.Cluster.TLS != (config.TLS{}) {
+		c, err := ClientTLS(cfg.Cluster.TLS)
+		if err != nil {
+			return nil, err
+		}
+		clientTLS = c
+	}
 	endpoints := opts.Endpoints
 	if len(endpoints) == 0 {
 		ec := EmbedConfig{Name: opts.Node, Dir: filepath.Join(opts.DataDir, opts.Node), Token: "lifeboat-" + cfg.Cluster.Name, LogLevel: opts.EtcdLogLevel,
-			HeartbeatMs: uint(cfg.Cluster.Heartbeat.D().Milliseconds()), ElectionMs: uint(cfg.Cluster.ElectionTimeout.D().Milliseconds())}
+			HeartbeatMs: uint(cfg.Cluster.Heartbeat.D().Milliseconds()), ElectionMs: uint(cfg.Cluster.ElectionTimeout.D().Milliseconds()),
+			TLS: cfg.Cluster.TLS}
 		for _, peer := range cfg.Cluster.Peers {
 			ec.Peers = append(ec.Peers, Peer{Name: peer.Name, PeerURL: peer.PeerURL, ClientURL: peer.ClientURL})
 		}
@@ -80,7 +91,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		endpoints = e.Endpoints()
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: opts.TLS,
+		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: clientTLS,
 		// A member cut off by a partition keeps its established
 		// connection until keepalive gives up on it; requests the balancer
 		// sends there hang until their deadline. Notice within ~2s.

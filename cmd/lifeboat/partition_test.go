@@ -119,7 +119,9 @@ services:
 	var cmds []*exec.Cmd
 	urls := make([]string, 3)
 	for i, name := range names {
-		urls[i] = fmt.Sprintf("http://%s:7480", lab.ips[i])
+		// No API token: each node's API listens on loopback only, inside
+		// its namespace.
+		urls[i] = "http://127.0.0.1:7480"
 		logf, _ := os.Create(filepath.Join(dir, name+".log"))
 		cmd := exec.Command("ip", "netns", "exec", lab.ns[i], os.Args[0], "serve", "-c", cfgPath, "--node", name,
 			"--data-dir", filepath.Join(dir, "data"), "--listen", lab.ips[i]+":7480", "--log-level", "warn")

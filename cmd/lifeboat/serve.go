@@ -256,7 +256,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	}
 	var srv *api.Server
 	if err == nil {
-		srv = api.New(api.Config{Listen: listen, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger,
+		srv = api.New(api.Config{Listen: listen, API: cfg.API, Status: node, Traffic: plane, Control: cp, Gatherer: reg, Logger: logger,
 			Runs:    &api.Runs{Config: cfg, Store: cp.Runs(), State: cp.State(), Lags: lags, Started: func(*runbook.Run) { executor.Kick() }},
 			Reports: reporter, Lag: lagHistory, Dashboard: dashboard.Handler()})
 		err = srv.Open()
@@ -278,10 +278,7 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		node.Close(closeCtx)
 		return err
 	}
-	if len(cfg.API.Tokens) == 0 {
-		logger.Warn("no API tokens configured: the API is read-only status and should listen on loopback only", "addr", srv.Addr())
-	}
-	fmt.Fprintf(a.stdout, "lifeboat %s serving cluster %q as node %q: api http://%s\n", buildVersion(), cfg.Cluster.Name, f.node, srv.Addr())
+	fmt.Fprintf(a.stdout, "lifeboat %s serving cluster %q as node %q: api %s\n", buildVersion(), cfg.Cluster.Name, f.node, srv.URL())
 
 	var serveErr error
 	select {
