@@ -43,6 +43,9 @@ type store struct {
 	dir string
 	// release frees what the bucket does not on Close (idle connections).
 	release func()
+	// listed is the number of objects of the last listing: the next one
+	// starts with room for them.
+	listed int
 }
 
 var errInvalidValue = errors.New("invalid value")
@@ -204,12 +207,15 @@ type object struct {
 	Key     string
 	Size    int64
 	ModTime time.Time
-	MD5     []byte // nil when the store does not say
+	MD5     string // hex; "" when the store does not say
 }
 
 // listing is what a store holds.
 type listing struct {
 	objects []object // sorted by key
+	// full holds the chunks of objects listed so far, while objects is
+	// the last one (see add).
+	full [][]object
 	// problems are entries that could not be listed: an unreadable
 	// directory, a dangling symbolic link, a name that is no key.
 	problems []ObjectError
@@ -225,24 +231,61 @@ type listing struct {
 	skipped int
 }
 
+// add appends o to the listing's objects. When they are full (unless
+// the listing started with room for them all), they are put aside and
+// the next ones go into a new chunk, put together with the others at
+// the end (joinChunks): append would grow one slice by a quarter at a
+// time, which for 100,000 objects allocates (and copies) ~5 times their
+// size, where the chunks and the final slice take twice.
+func (l *listing) add(o object) {
+	if len(l.objects) == cap(l.objects) && len(l.objects) > 0 {
+		l.full = append(l.full, l.objects)
+		l.objects = make([]object, 0, min(len(l.objects)*2, 16<<10))
+	}
+	l.objects = append(l.objects, o)
+}
+
+// joinChunks puts the listing's objects together in one slice.
+func (l *listing) joinChunks() {
+	if len(l.full) == 0 {
+		return
+	}
+	n := len(l.objects)
+	for _, c := range l.full {
+		n += len(c)
+	}
+	all := make([]object, 0, n)
+	for _, c := range l.full {
+		all = append(all, c...)
+	}
+	l.objects = append(all, l.objects...)
+	l.full = nil
+}
+
 // list lists every object of the store except Lifeboat's own.
 func (s *store) list(ctx context.Context, timeout time.Duration) (*listing, error) {
-	var l *listing
+	l := &listing{objects: make([]object, 0, max(s.listed+s.listed/16, 256))}
 	var err error
 	if s.dir != "" {
-		l, err = s.walk(ctx)
+		err = s.walk(ctx, l)
 	} else {
-		l, err = s.listBucket(ctx, timeout)
+		err = s.listBucket(ctx, l, timeout)
 	}
 	if err != nil {
 		return nil, &StoreError{Op: "list", URL: s.redacted, Err: err}
 	}
-	slices.SortFunc(l.objects, func(a, b object) int { return strings.Compare(a.Key, b.Key) })
+	l.joinChunks()
+	s.listed = len(l.objects)
+	// Walks and S3 listings come sorted (but for escaped names): checking
+	// is cheaper than sorting.
+	byKey := func(a, b object) int { return strings.Compare(a.Key, b.Key) }
+	if !slices.IsSortedFunc(l.objects, byKey) {
+		slices.SortFunc(l.objects, byKey)
+	}
 	return l, nil
 }
 
-func (s *store) listBucket(ctx context.Context, timeout time.Duration) (*listing, error) {
-	l := &listing{}
+func (s *store) listBucket(ctx context.Context, l *listing, timeout time.Duration) error {
 	token := blob.FirstPageToken
 	for len(token) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
@@ -253,9 +296,9 @@ func (s *store) listBucket(ctx context.Context, timeout time.Duration) (*listing
 		}
 		if err != nil {
 			if gcerrors.Code(err) == gcerrors.NotFound {
-				return nil, fmt.Errorf("bucket does not exist (%s)", cleanBlobErr(err))
+				return fmt.Errorf("bucket does not exist (%s)", cleanBlobErr(err))
 			}
-			return nil, err
+			return err
 		}
 		for _, o := range page {
 			switch {
@@ -263,45 +306,44 @@ func (s *store) listBucket(ctx context.Context, timeout time.Duration) (*listing
 			case strings.HasSuffix(o.Key, "/") && o.Size == 0:
 				l.skipped++ // a "folder" marker
 			default:
-				l.objects = append(l.objects, object{Key: o.Key, Size: o.Size, ModTime: o.ModTime, MD5: o.MD5})
+				l.add(object{Key: o.Key, Size: o.Size, ModTime: o.ModTime, MD5: hexOrEmpty(o.MD5)})
 			}
 		}
 		token = next
 	}
-	return l, nil
+	return nil
 }
 
 // walk lists a file:// store by walking its directory, as fileblob maps
 // keys to paths. Unlike fileblob's listing it follows symbolic links to
 // files (their size is the target's), skips what is not a regular file,
 // and reports what it could not read.
-func (s *store) walk(ctx context.Context) (*listing, error) {
+func (s *store) walk(ctx context.Context, l *listing) error {
 	// A share's root is often a symbolic link to the mount.
 	root, err := filepath.EvalSymlinks(s.dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	st, err := os.Stat(root)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("%s is not a directory", root)
+		return fmt.Errorf("%s is not a directory", root)
 	}
-	l := &listing{present: map[string]bool{}}
-	if err := s.walkDir(ctx, l, root, ""); err != nil {
-		return nil, err
-	}
-	return l, nil
+	l.present = map[string]bool{}
+	return s.walkDir(ctx, &dirReader{}, l, root, "", 0)
 }
 
 // walkDir lists the directory dir, rel below the root ("" for the root,
-// which fails the listing when it cannot be read).
-func (s *store) walkDir(ctx context.Context, l *listing, dir, rel string) error {
+// which fails the listing when it cannot be read) at depth depth. Entries
+// come in key order (see sortEntries), so the listing of a tree without
+// escaped names comes sorted.
+func (s *store) walkDir(ctx context.Context, r *dirReader, l *listing, dir, rel string, depth int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	entries, err := readDir(dir)
+	entries, err := r.readDir(dir, rel, depth)
 	if err != nil {
 		if rel == "" {
 			return err // the root itself unreadable: no listing at all
@@ -313,16 +355,13 @@ func (s *store) walkDir(ctx context.Context, l *listing, dir, rel string) error 
 		l.incomplete = true
 		l.problems = append(l.problems, ObjectError{Key: rel, Op: "list", Err: pathErr(err)})
 	}
+	nameAt := 0
+	if rel != "" {
+		nameAt = len(rel) + 1
+	}
 	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		erel := e.name
-		if rel != "" {
-			erel = rel + "/" + e.name
-		}
-		info := e.info
-		if e.err != nil {
+		erel := strings.TrimSuffix(e.path, "/")
+		if e.err != nil && !e.link {
 			if errors.Is(e.err, fs.ErrNotExist) {
 				continue
 			}
@@ -330,11 +369,11 @@ func (s *store) walkDir(ctx context.Context, l *listing, dir, rel string) error 
 			l.problems = append(l.problems, ObjectError{Key: erel, Op: "list", Err: pathErr(e.err)})
 			continue
 		}
-		if info.IsDir() {
-			if erel+"/" == metaPrefix {
+		if len(erel) < len(e.path) { // a directory
+			if e.path == metaPrefix {
 				continue
 			}
-			if err := s.walkDir(ctx, l, joinPath(dir, e.name), erel); err != nil {
+			if err := s.walkDir(ctx, r, l, joinPath(dir, erel[nameAt:]), erel, depth+1); err != nil {
 				return err
 			}
 			continue
@@ -350,20 +389,16 @@ func (s *store) walkDir(ctx context.Context, l *listing, dir, rel string) error 
 				continue
 			}
 		}
-		if info.Mode()&fs.ModeSymlink != 0 {
-			target, err := os.Stat(joinPath(dir, e.name))
-			if err != nil {
-				l.present[key] = true
-				l.problems = append(l.problems, ObjectError{Key: key, Op: "stat", Err: "symbolic link: " + pathErr(err)})
-				continue
-			}
-			info = target
+		if e.link && e.err != nil {
+			l.present[key] = true
+			l.problems = append(l.problems, ObjectError{Key: key, Op: "stat", Err: "symbolic link: " + pathErr(e.err)})
+			continue
 		}
-		if !info.Mode().IsRegular() {
+		if !e.mode.IsRegular() {
 			l.skipped++
 			continue
 		}
-		l.objects = append(l.objects, object{Key: key, Size: info.Size(), ModTime: info.ModTime()})
+		l.add(object{Key: key, Size: e.size, ModTime: e.mtime})
 	}
 	return nil
 }
@@ -374,44 +409,6 @@ func joinPath(dir, name string) string {
 		return dir + name
 	}
 	return dir + string(filepath.Separator) + name
-}
-
-// dirEntry is an entry of a directory and its lstat, or why that failed.
-type dirEntry struct {
-	name string
-	info fs.FileInfo
-	err  error
-}
-
-// readDir reads the entries of a directory with their lstat.
-// (*os.File).Readdir takes those relative to the directory, far cheaper
-// than a whole path each; when one of them fails it gives up, and the
-// directory is read again entry by entry, so that the others are still
-// listed and the failure is the entry's.
-func readDir(dir string) ([]dirEntry, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	infos, err := f.Readdir(-1)
-	f.Close()
-	if err == nil {
-		entries := make([]dirEntry, len(infos))
-		for i, fi := range infos {
-			entries[i] = dirEntry{name: fi.Name(), info: fi}
-		}
-		// In order, as os.ReadDir gives them: the listing, sorted at
-		// the end, is then nearly sorted already.
-		slices.SortFunc(entries, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
-		return entries, nil
-	}
-	des, err := os.ReadDir(dir)
-	entries := make([]dirEntry, 0, len(des))
-	for _, d := range des {
-		fi, ierr := d.Info()
-		entries = append(entries, dirEntry{name: d.Name(), info: fi, err: ierr})
-	}
-	return entries, err
 }
 
 // plainPath reports whether escapeKey and unescapeKey leave the relative

@@ -126,7 +126,7 @@ func (e ObjectError) String() string { return fmt.Sprintf("%s %q: %s", e.Op, e.K
 // is missing or changed, and deletes what the source no longer has (with
 // Options.Delete). What the destination holds of each key is kept in a
 // manifest object at the destination (".lifeboat/manifest-<hash of the
-// source URL>.json"), so that a pass after a crash copies only what is not
+// source URL>.bin"), so that a pass after a crash copies only what is not
 // there yet. Open it with OpenSyncer; it is safe for concurrent use
 // (passes run one at a time).
 type Syncer struct {
@@ -134,6 +134,8 @@ type Syncer struct {
 	opts        Options
 	log         *slog.Logger
 	manifestKey string
+	// manifestKeyV1 is where format 1 kept it (see loadManifest).
+	manifestKeyV1 string
 	// manifestEvery is how often a long pass saves its manifest.
 	manifestEvery time.Duration
 
@@ -174,6 +176,7 @@ func OpenSyncer(ctx context.Context, srcURL, dstURL string, opts Options) (*Sync
 		opts:          opts,
 		log:           opts.Logger.With("source", src.redacted, "destination", dst.redacted),
 		manifestKey:   manifestKey(src.redacted),
+		manifestKeyV1: manifestKeyV1(src.redacted),
 		manifestEvery: defaultManifestEvery,
 	}, nil
 }
@@ -262,12 +265,13 @@ func (p *pass) run() error {
 	// mostly waits (on stat calls, on listing pages).
 	var (
 		dst              *listing
-		entries          map[string]manifestEntry
+		entries          []manifestItem
+		v1               bool
 		dstErr, entryErr error
 		wg               sync.WaitGroup
 	)
 	wg.Go(func() { dst, dstErr = s.dst.list(p.ctx, s.opts.Timeout) })
-	wg.Go(func() { entries, entryErr = s.loadManifest(p.ctx) })
+	wg.Go(func() { entries, v1, entryErr = s.loadManifest(p.ctx) })
 	src, err := s.src.list(p.ctx, s.opts.Timeout)
 	wg.Wait()
 	if err == nil {
@@ -276,7 +280,9 @@ func (p *pass) run() error {
 	if err != nil {
 		return err
 	}
-	p.man = &manifest{entries: entries, lastWrite: time.Now()}
+	// A manifest of format 1 is written again in format 2.
+	p.man = newManifest(entries)
+	p.man.dirty, p.man.v1 = v1, v1
 
 	tasks, deletes := p.plan(src, dst)
 	p.runTasks(tasks)
@@ -338,9 +344,12 @@ func (p *pass) plan(src, dst *listing) ([]task, []string) {
 			extra = append(extra, d.Key)
 		}
 	}
-	j := 0
-	entries := len(p.man.entries) // as loaded; upToDate may add some
-	recorded := 0                 // source objects with one of those
+	// The manifest's entries as loaded are sorted too: looked up on the
+	// way (m), as no entry has changed yet but those of keys already
+	// passed.
+	j, m := 0, 0
+	loaded := p.man.base
+	recorded := 0 // source objects with an entry
 	for _, o := range src.objects {
 		for j < len(dst.objects) && dst.objects[j].Key < o.Key {
 			notInSource(dst.objects[j])
@@ -352,16 +361,21 @@ func (p *pass) plan(src, dst *listing) ([]task, []string) {
 			d = dst.objects[j]
 			j++
 		}
-		e, hasEntry := p.man.entries[o.Key]
+		for m < len(loaded) && loaded[m].key < o.Key {
+			m++
+		}
+		var e manifestEntry
+		hasEntry := m < len(loaded) && loaded[m].key == o.Key
 		if hasEntry {
+			e = loaded[m].manifestEntry
 			recorded++
 		}
 		switch {
 		case !ok, d.Size != o.Size:
 			tasks = append(tasks, task{kind: taskCopy, src: o})
-		case len(o.MD5) > 0 && len(d.MD5) > 0:
+		case o.MD5 != "" && d.MD5 != "":
 			// Both stores know the content's MD5: no need to read it.
-			if bytes.Equal(o.MD5, d.MD5) {
+			if o.MD5 == d.MD5 {
 				p.upToDateFrom(o, d, e, hasEntry)
 			} else {
 				tasks = append(tasks, task{kind: taskCopy, src: o})
@@ -391,11 +405,15 @@ func (p *pass) plan(src, dst *listing) ([]task, []string) {
 
 	// Entries of keys the source no longer has, if any (the manifest
 	// had more entries than source objects with one).
-	if !src.incomplete && entries > recorded {
-		for k := range p.man.entries {
-			_, inSource := slices.BinarySearchFunc(src.objects, k, func(o object, k string) int { return strings.Compare(o.Key, k) })
-			if !inSource && !src.present[k] {
-				p.man.remove(k)
+	if !src.incomplete && len(loaded) > recorded {
+		j := 0
+		for _, it := range loaded {
+			for j < len(src.objects) && src.objects[j].Key < it.key {
+				j++
+			}
+			inSource := j < len(src.objects) && src.objects[j].Key == it.key
+			if !inSource && !src.present[it.key] {
+				p.man.remove(it.key)
 			}
 		}
 	}
@@ -423,13 +441,13 @@ func (p *pass) plan(src, dst *listing) ([]task, []string) {
 // as it is now.
 func (e manifestEntry) matches(o object) bool {
 	return e.Size == o.Size && e.ModTime.Equal(o.ModTime) &&
-		(e.MD5 == "" || len(o.MD5) == 0 || e.MD5 == hex.EncodeToString(o.MD5))
+		(e.MD5 == "" || o.MD5 == "" || e.MD5 == o.MD5)
 }
 
 // upToDate counts o as synced and records it with d, the destination's
 // object.
 func (p *pass) upToDate(o, d object) {
-	old, recorded := p.man.entries[o.Key]
+	old, recorded := p.man.get(o.Key)
 	p.upToDateFrom(o, d, old, recorded)
 }
 
@@ -437,7 +455,7 @@ func (p *pass) upToDate(o, d object) {
 // at hand.
 func (p *pass) upToDateFrom(o, d object, old manifestEntry, recorded bool) {
 	p.rep.Unchanged++
-	e := manifestEntry{Size: o.Size, ModTime: o.ModTime, MD5: hexOrEmpty(o.MD5), DstModTime: d.ModTime}
+	e := manifestEntry{Size: o.Size, ModTime: o.ModTime, MD5: o.MD5, DstModTime: d.ModTime}
 	if recorded && old.sameAs(e) {
 		// Recorded already. Times are compared with Equal: those read
 		// back from the manifest are in UTC, those of a listing may be
@@ -543,7 +561,7 @@ func (p *pass) runTask(t task) {
 	p.rep.BytesCopied += n
 	delete(p.pending, o.Key)
 	// The destination's modification time is taken from the next listing.
-	p.man.set(o.Key, manifestEntry{Size: o.Size, ModTime: o.ModTime, MD5: hexOrEmpty(o.MD5)})
+	p.man.set(o.Key, manifestEntry{Size: o.Size, ModTime: o.ModTime, MD5: o.MD5})
 	p.mu.Unlock()
 	s.log.Debug("files sync: copied", "key", o.Key, "bytes", n)
 	if s.afterCopy != nil {
@@ -624,19 +642,32 @@ func (p *pass) flush(force bool) error {
 		p.mu.Unlock()
 		return nil
 	}
-	snap := p.man.snapshot()
+	snap := p.man.fold()
 	p.man.dirty = false
 	p.man.lastWrite = time.Now()
+	v1 := p.man.v1
 	p.mu.Unlock()
 	// Progress is saved even when the pass is being cancelled.
-	err := s.writeManifest(context.WithoutCancel(p.ctx), snap)
+	ctx := context.WithoutCancel(p.ctx)
+	err := s.writeManifest(ctx, snap)
 	if err != nil {
 		p.mu.Lock()
 		p.man.dirty = true
 		p.mu.Unlock()
 		s.log.Warn("files sync: manifest not saved", "error", err.Error())
+		return err
 	}
-	return err
+	if v1 {
+		if err := s.removeManifestV1(ctx); err != nil {
+			// Harmless: the manifest of format 2 is read first.
+			s.log.Warn("files sync: old manifest not removed", "error", err.Error())
+		} else {
+			p.mu.Lock()
+			p.man.v1 = false
+			p.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 // finish fills the report's pending figures and failures.

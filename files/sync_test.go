@@ -40,7 +40,7 @@ func TestSyncFileToFile(t *testing.T) {
 	sameTree(t, dst, files)
 	noSidecars(t, src)
 	noSidecars(t, dst)
-	if m, _ := filepath.Glob(filepath.Join(dst, ".lifeboat", "manifest-*.json")); len(m) != 1 {
+	if m, _ := filepath.Glob(filepath.Join(dst, ".lifeboat", "manifest-*.bin")); len(m) != 1 {
 		t.Errorf("manifests at the destination: %v", m)
 	}
 
@@ -183,7 +183,7 @@ func TestSyncResume(t *testing.T) {
 				}
 				stamps[k] = st.ModTime()
 			}
-			manifests, _ := filepath.Glob(filepath.Join(dst, ".lifeboat", "manifest-*.json"))
+			manifests, _ := filepath.Glob(filepath.Join(dst, ".lifeboat", "manifest-*.bin"))
 			if len(manifests) != 1 {
 				t.Fatalf("the cancelled pass saved no manifest: %v", manifests)
 			}
@@ -501,8 +501,8 @@ func TestSyncSavesProgress(t *testing.T) {
 			return
 		}
 		defer st.close()
-		reader := &Syncer{dst: st, opts: Options{}.withDefaults(), manifestKey: s.manifestKey, log: s.log}
-		entries, err := reader.loadManifest(context.Background())
+		reader := &Syncer{dst: st, opts: Options{}.withDefaults(), manifestKey: s.manifestKey, manifestKeyV1: s.manifestKeyV1, log: s.log}
+		entries, _, err := reader.loadManifest(context.Background())
 		if err != nil {
 			t.Error(err)
 		}

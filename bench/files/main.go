@@ -4,7 +4,7 @@
 //	files gen -dir D -layout mixed|small -n N
 //	    writes N files of deterministic content below D (the same bytes,
 //	    names and modification times on every run).
-//	files sync -src D -dst D [-concurrency N] [-expect-copied N] [-cpuprofile F]
+//	files sync -src D -dst D [-concurrency N] [-expect-copied N] [-cpuprofile F] [-memprofile F]
 //	    runs one pass of Lifeboat's sync engine (files.OpenSyncer, Sync)
 //	    from file://D to file://D and prints one line: wall time of the
 //	    pass, the report's counters and the process's peak RSS (VmHWM).
@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -51,7 +52,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: files gen -dir D -layout mixed|small -n N | files sync -src D -dst D [-concurrency N] [-expect-copied N] [-cpuprofile F]")
+	fmt.Fprintln(os.Stderr, "usage: files gen -dir D -layout mixed|small -n N | files sync -src D -dst D [-concurrency N] [-expect-copied N] [-cpuprofile F] [-memprofile F]")
 	os.Exit(2)
 }
 
@@ -120,6 +121,7 @@ func syncOnce(args []string) error {
 	conc := fs.Int("concurrency", 0, "Options.Concurrency (0: the default)")
 	expect := fs.Int("expect-copied", -1, "fail unless the pass copies this many objects (-1: any)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	memprofile := fs.String("memprofile", "", "write a profile of the run's allocations here")
 	fs.Parse(args)
 	if *src == "" || *dst == "" {
 		return fmt.Errorf("sync: -src and -dst are required")
@@ -134,6 +136,14 @@ func syncOnce(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memprofile != "" {
+		runtime.MemProfileRate = 4096
+		defer func() {
+			if err := writeAllocs(*memprofile); err != nil {
+				fmt.Fprintln(os.Stderr, "files: memprofile:", err)
+			}
+		}()
 	}
 	ctx := context.Background()
 	start := time.Now()
@@ -156,6 +166,18 @@ func syncOnce(args []string) error {
 		return fmt.Errorf("sync: copied %d objects, expected %d", rep.Copied, *expect)
 	}
 	return nil
+}
+
+// writeAllocs writes the allocations profile (go tool pprof
+// -sample_index=alloc_space).
+func writeAllocs(path string) error {
+	runtime.GC() // the profile is as of the last collection
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return pprof.Lookup("allocs").WriteTo(f, 0)
 }
 
 // vmHWM is the process's peak resident set size in KiB, from
