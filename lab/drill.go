@@ -39,47 +39,13 @@ func Scenarios() []string {
 	return []string{RegionOutage, DBCrash, NetworkPartition, Switchover, Failback, ReplicationLag}
 }
 
-// DrillResult is what one drill measured. A figure that could not be
-// measured is nil, with a note saying why.
-type DrillResult struct {
-	Scenario             string   `json:"scenario"`
-	Replication          string   `json:"replication"`
-	From                 string   `json:"from"`
-	To                   string   `json:"to"`
-	DetectSeconds        *float64 `json:"detect_seconds"`
-	RecoverSeconds       *float64 `json:"recover_seconds"`
-	ClientErrors         int      `json:"client_errors"`
-	ErrorWindowSeconds   *float64 `json:"error_window_seconds"`
-	WritesAcked          int      `json:"writes_acked"`
-	WritesLost           *int     `json:"writes_lost"`
-	LostIDs              []int64  `json:"lost_ids,omitempty"`
-	PredictedLossSeconds *float64 `json:"predicted_loss_seconds"`
-	SplitBrainViolations *int     `json:"split_brain_violations"`
-	Violations           []string `json:"violations,omitempty"`
-	RunID                string   `json:"run_id"`
-	RunbookStatus        string   `json:"runbook_status"`
-	Report               *string  `json:"report"`
-	Steps                []Step   `json:"steps,omitempty"`
-	FaultAt              string   `json:"fault_at,omitempty"`
-	Notes                []string `json:"notes"`
-}
+// DrillResult is what one drill measured (the same result as a drill
+// outside the lab). A figure that could not be measured is nil, with a
+// note saying why.
+type DrillResult = drill.Outcome
 
 // Step is one runbook step's duration.
-type Step struct {
-	Name    string  `json:"name"`
-	Status  string  `json:"status"`
-	Seconds float64 `json:"seconds"`
-}
-
-// recordRun keeps the run's status and each finished step's duration.
-func (res *DrillResult) recordRun(run *runbook.Run) {
-	res.RunbookStatus = run.Status
-	for _, s := range run.Steps {
-		if !s.StartedAt.IsZero() && !s.FinishedAt.IsZero() {
-			res.Steps = append(res.Steps, Step{Name: s.Name, Status: s.Status, Seconds: s.FinishedAt.Sub(s.StartedAt).Seconds()})
-		}
-	}
-}
+type Step = drill.StepTime
 
 func seconds(d time.Duration) *float64 {
 	v := d.Seconds()
@@ -297,7 +263,7 @@ func (l *Lab) unplanned(ctx context.Context, scenario string, from, to Region, r
 		w.Stop()
 		return drill.Result{}, err
 	}
-	res.recordRun(run)
+	res.RecordRun(run)
 	time.Sleep(2 * time.Second)
 	result := w.Stop()
 	l.measure(ctx, res, result, fault, to, watcher)
@@ -412,7 +378,7 @@ func (l *Lab) planned(ctx context.Context, kind string, from, to Region, res *Dr
 		w.Stop()
 		return err
 	}
-	res.recordRun(run)
+	res.RecordRun(run)
 	time.Sleep(2 * time.Second)
 	result := w.Stop()
 	l.measure(ctx, res, result, start, to, watcher)

@@ -117,6 +117,12 @@ func Classify(e control.Event) (Notification, bool) {
 		n.Title = fmt.Sprintf("%s in %s: exposure above the RPO", orAll(e.Service), e.Region)
 		n.Key = key(n.Kind, e.Service, e.Region, e.Status)
 	case control.EventDrill:
+		// The measurements ("measured", attached to the run) and a
+		// scheduled drill that failed are results; a scheduled drill's
+		// start, skip or success (its measurements follow) are not.
+		if e.Status != "measured" && e.Status != "failed" {
+			return Notification{}, false
+		}
 		n.Kind, n.Severity = config.NotifyDrillResult, e.Severity
 		if n.Severity == "" {
 			n.Severity = control.SeverityInfo

@@ -33,11 +33,13 @@ func TestClassify(t *testing.T) {
 		{"readiness back", control.Event{Type: control.EventReadiness, Service: "db", Region: "west", Status: "ready"}, "", "", ""},
 		{"exposure breached", control.Event{Type: control.EventExposure, Service: "db", Region: "west", Status: "breached"}, config.NotifyExposureBreached, control.SeverityWarning, "exposure-breached/db/west/breached"},
 		{"exposure ok", control.Event{Type: control.EventExposure, Service: "db", Region: "west", Status: "ok"}, "", "", ""},
-		{"drill lost writes", control.Event{Type: control.EventDrill, Run: "r2", Severity: control.SeverityCritical}, config.NotifyDrillResult, control.SeverityCritical, "drill-result/r2"},
-		{"drill clean", control.Event{Type: control.EventDrill, Seq: 7}, config.NotifyDrillResult, control.SeverityInfo, "drill-result/7"},
+		{"drill lost writes", control.Event{Type: control.EventDrill, Status: "measured", Run: "r2", Severity: control.SeverityCritical}, config.NotifyDrillResult, control.SeverityCritical, "drill-result/r2"},
+		{"drill clean", control.Event{Type: control.EventDrill, Status: "measured", Seq: 7}, config.NotifyDrillResult, control.SeverityInfo, "drill-result/7"},
+		{"scheduled drill failed", control.Event{Type: control.EventDrill, Status: "failed", Seq: 8, Severity: control.SeverityWarning}, config.NotifyDrillResult, control.SeverityWarning, "drill-result/8"},
 		{"delivery record", control.Event{Type: control.EventNotification, Status: "failed", Severity: control.SeverityCritical, Run: "r1"}, "", "", ""},
 		{"audit", control.Event{Type: control.EventAudit, Status: "500"}, "", "", ""},
 		{"verdict", control.Event{Type: control.EventVerdict, Status: "down"}, "", "", ""},
+		{"scheduled drill started", control.Event{Type: control.EventDrill, Status: "started"}, "", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n, ok := Classify(tc.e)
@@ -62,7 +64,7 @@ func TestClassifyCoversEveryKind(t *testing.T) {
 		{Type: control.EventRegion, Status: "down"}, {Type: control.EventStep, Status: "waiting-approval"},
 		{Type: control.EventRun, Status: "running", Message: "started"}, {Type: control.EventRun, Status: "succeeded"},
 		{Type: control.EventRun, Status: "failed"}, {Type: control.EventReadiness, Status: "not-ready"},
-		{Type: control.EventExposure, Status: "breached"}, {Type: control.EventDrill},
+		{Type: control.EventExposure, Status: "breached"}, {Type: control.EventDrill, Status: "measured"},
 	}
 	seen := map[string]bool{}
 	for _, e := range events {

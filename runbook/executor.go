@@ -422,6 +422,9 @@ func (x *execution) awaitApproval(ctx context.Context, s *StepRun) error {
 		if err == nil && a != nil {
 			x.mu.Lock()
 			s.ApprovedBy, s.ApprovedAt = fmt.Sprintf("%s (%s)", a.By, a.Role), a.At
+			// No longer waiting: the approval's event must not read as a
+			// call for one.
+			s.Status = StatusPending
 			x.run.Status = StatusRunning
 			err := x.saveLocked(ctx)
 			x.mu.Unlock()

@@ -278,6 +278,10 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 		node.Close(closeCtx)
 		return err
 	}
+	// Scheduled drills (drills.schedule) run on the leader, through this
+	// node's own API.
+	drills := drillScheduler(cfg, f.node, srv.URL(), leading, cp.Record, logger)
+	drills.Open()
 	fmt.Fprintf(a.stdout, "lifeboat %s serving cluster %q as node %q: api %s\n", buildVersion(), cfg.Cluster.Name, f.node, srv.URL())
 
 	var serveErr error
@@ -289,6 +293,9 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	}
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := drills.Close(closeCtx); err != nil {
+		logger.Warn("scheduled drills close", "err", err)
+	}
 	if err := srv.Close(closeCtx); err != nil {
 		logger.Warn("api close", "err", err)
 	}
