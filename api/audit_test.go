@@ -116,7 +116,7 @@ services:
 		{"POST", "/api/v1/runs", "ops-token", `{"kind": "switchover", "to": "west", "reason": "pssst-reason", "colour": "red"}`, 400,
 			"ops", "POST /api/v1/runs", "", control.SeverityWarning, `400 Bad Request: request body: json: unknown field "colour"`},
 		{"POST", "/api/v1/runs/r-42/approve", "ops-token", `{}`, 404,
-			"ops", "POST /api/v1/runs/{id}/approve", "r-42", control.SeverityWarning, `404 Not Found: no run "r-42"`},
+			"ops", "POST /api/v1/runs/{id}/approve", "r-42", control.SeverityWarning, `404 Not Found: no run "r-42" (see GET /api/v1/runs)`},
 		{"DELETE", "/api/v1/status", "admin-token", ``, 405,
 			"anonymous", "DELETE /api/v1/status (no route)", "", control.SeverityWarning, "405 Method Not Allowed: DELETE is not allowed on /api/v1/status (allowed: GET)"},
 		{"POST", "/api/v1/runs", "ops-token", `{"kind": "failover", "to": "west", "reason": "pssst-reason"}`, 201,

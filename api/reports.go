@@ -81,13 +81,8 @@ func (s *Server) attachDrill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	run, err := s.cfg.Runs.Store.GetRun(r.Context(), id)
-	if errors.Is(err, runbook.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q (see GET /api/v1/runs)", id))
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+	run, ok := s.getRun(w, r)
+	if !ok {
 		return
 	}
 	b, _ := json.Marshal(d)

@@ -126,17 +126,28 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) showRun(w http.ResponseWriter, r *http.Request) {
-	run, err := s.cfg.Runs.Store.GetRun(r.Context(), r.PathValue("id"))
-	if errors.Is(err, runbook.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q (see GET /api/v1/runs)", r.PathValue("id")))
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+	run, ok := s.getRun(w, r)
+	if !ok {
 		return
 	}
 	s.redactRun(run)
 	writeJSON(w, http.StatusOK, run)
+}
+
+// getRun reads the run named in the path, answering 404 or 503 itself
+// when it cannot.
+func (s *Server) getRun(w http.ResponseWriter, r *http.Request) (*runbook.Run, bool) {
+	id := r.PathValue("id")
+	run, err := s.cfg.Runs.Store.GetRun(r.Context(), id)
+	if errors.Is(err, runbook.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q (see GET /api/v1/runs)", id))
+		return nil, false
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+		return nil, false
+	}
+	return run, true
 }
 
 // redactRun scrubs secrets from the arguments and texts of a run and
@@ -213,13 +224,8 @@ func (s *Server) approveRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	run, err := s.cfg.Runs.Store.GetRun(r.Context(), id)
-	if errors.Is(err, runbook.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q", id))
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+	run, ok := s.getRun(w, r)
+	if !ok {
 		return
 	}
 	if req.Step == "" {

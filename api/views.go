@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -124,13 +123,8 @@ func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	rs := s.cfg.Runs
-	run, err := rs.Store.GetRun(r.Context(), id)
-	if errors.Is(err, runbook.ErrNotFound) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no run %q (see GET /api/v1/runs)", id))
-		return
-	}
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "runs: "+err.Error())
+	run, ok := s.getRun(w, r)
+	if !ok {
 		return
 	}
 	switch {

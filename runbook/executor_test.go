@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 	"github.com/lifeboat-dr/lifeboat/observe"
@@ -60,25 +61,7 @@ runbooks:
         steps:
           - {name: never, action: traffic.switch, args: {region: west}}
 `, hook.URL, mark))
-	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := observe.New(cfg, observe.Options{Observer: "n1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
-	ex := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: runbook.NewLagMemory(),
-		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Poll: 50 * time.Millisecond})
-	ex.Open()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		ex.Close(ctx)
-		node.Close(ctx)
-		cp.Close(ctx)
-	}()
+	cp, _ := openExecutor(t, cfg)
 	plan, err := runbook.Generate(cfg, runbook.Request{Kind: runbook.KindSwitchover, From: "east", To: "west", Severity: "planned"})
 	if err != nil {
 		t.Fatal(err)
@@ -166,25 +149,7 @@ runbooks:
         steps:
           - {name: switch, action: traffic.switch, args: {region: west}}
 `)
-	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := observe.New(cfg, observe.Options{Observer: "n1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
-	ex := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: runbook.NewLagMemory(),
-		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Poll: 50 * time.Millisecond})
-	ex.Open()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		ex.Close(ctx)
-		node.Close(ctx)
-		cp.Close(ctx)
-	}()
+	cp, ex := openExecutor(t, cfg)
 	plan, err := runbook.Generate(cfg, runbook.Request{Kind: runbook.KindSwitchover, From: "east", To: "west", Severity: "planned"})
 	if err != nil {
 		t.Fatal(err)
@@ -242,4 +207,30 @@ runbooks:
 	if a, _ := cp.Runs().ActiveRun(t.Context()); a != nil {
 		t.Errorf("the cancelled run still holds the lock: %s", a.ID)
 	}
+}
+
+// openExecutor opens a control plane of one member and an executor on it,
+// closed when the test ends.
+func openExecutor(t *testing.T, cfg *config.Config) (*control.Plane, *runbook.Executor) {
+	t.Helper()
+	cp, err := control.Open(t.Context(), cfg, control.Options{Node: "n1", DataDir: t.TempDir(), EtcdLogLevel: "fatal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := observe.New(cfg, observe.Options{Observer: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
+	ex := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: runbook.NewLagMemory(),
+		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Poll: 50 * time.Millisecond})
+	ex.Open()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ex.Close(ctx)
+		node.Close(ctx)
+		cp.Close(ctx)
+	})
+	return cp, ex
 }

@@ -193,12 +193,30 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	// Regions are judged by the cluster's quorum verdicts: each node's
 	// verdicts are one vote.
 	node.UseVerdicts(cp.ShareVerdicts(control.LocalFunc(node.LocalVerdicts), 250*time.Millisecond))
-	if err := node.Open(); err != nil {
+	// closeEarly closes what is open when serve cannot start.
+	closeEarly := func(err error) error {
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		cp.Close(closeCtx)
 		node.Close(closeCtx)
 		return err
+	}
+	if err := node.Open(); err != nil {
+		return closeEarly(err)
+	}
+	// The report's narrator and the notification channels, before anything
+	// else starts: a bad one stops serve here.
+	var narrator report.Narrator
+	if cfg.Report.LLM != nil {
+		c, err := llm.New(cfg.Report.LLM, llm.Options{Redact: cfg.Redact, Logger: logger})
+		if err != nil {
+			return closeEarly(usageError{fmt.Errorf("report.llm: %w", err)})
+		}
+		narrator = llmNarrator{c}
+	}
+	notifier, err := notify.New(cfg.Notify.Channels, notify.Options{Record: cp.Record, Logger: logger})
+	if err != nil {
+		return closeEarly(usageError{fmt.Errorf("notify: %w", err)})
 	}
 	// The leader executes runs and makes the automatic decision; every
 	// node follows the active region in its replication monitors.
@@ -212,34 +230,10 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	stopFollow := followActive(cp.State(), node, lags, logger)
 	lagHistory := observe.NewLagHistory(time.Hour)
 	stopTransitions := recordTransitions(node, leading, cp.Record, lagHistory, 250*time.Millisecond)
-	var narrator report.Narrator
-	if cfg.Report.LLM != nil {
-		c, err := llm.New(cfg.Report.LLM, llm.Options{Redact: cfg.Redact, Logger: logger})
-		if err != nil {
-			stopTransitions()
-			stopFollow()
-			closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			cp.Close(closeCtx)
-			node.Close(closeCtx)
-			return usageError{fmt.Errorf("report.llm: %w", err)}
-		}
-		narrator = llmNarrator{c}
-	}
 	reporter := report.NewReporter(report.Options{Runs: cp.Runs(), Archive: cp.Store(), Status: node, Config: cfg,
 		Narrator: narrator, Leading: leading, Record: cp.Record, Logger: logger})
 	// Notifications follow the event stream on the leader, from a cursor
 	// kept in the store, so a new leader neither repeats nor skips.
-	notifier, err := notify.New(cfg.Notify.Channels, notify.Options{Record: cp.Record, Logger: logger})
-	if err != nil {
-		stopTransitions()
-		stopFollow()
-		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cp.Close(closeCtx)
-		node.Close(closeCtx)
-		return usageError{fmt.Errorf("notify: %w", err)}
-	}
 	notifier.Open()
 	follower := notify.NewFollower(cp.Store(), cp.Store().Cursor("notify"), notifier, notify.FollowerOptions{Leading: leading, Logger: logger})
 	follower.Open()
