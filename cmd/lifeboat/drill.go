@@ -138,7 +138,7 @@ func (a *app) drill(ctx context.Context, f drillFlags, scenario string) error {
 	for i := 0; i < f.runs; i++ {
 		out, err := runner.Run(ctx, scenario)
 		if out != nil {
-			res := labResult(out)
+			res := out
 			results = append(results, res)
 			if !f.asJSON {
 				printDrill(a.stdout, i+1, res)
@@ -174,15 +174,6 @@ func printDrillRuns(w io.Writer, results []*lab.DrillResult, runs int, asJSON bo
 		fmt.Fprintf(w, "\n%d runs: detect %s, recover %s, writes lost %d in all, split-brain violations %d\n",
 			len(results), fmtSummary(s.Summary["detect_seconds"]), fmtSummary(s.Summary["recover_seconds"]), s.TotalLost, s.TotalViolations)
 	}
-}
-
-// labResult is a drill's outcome as the lab's result (the same JSON), so
-// that both print and summarise alike.
-func labResult(o *drill.Outcome) *lab.DrillResult {
-	b, _ := json.Marshal(o)
-	var r lab.DrillResult
-	json.Unmarshal(b, &r)
-	return &r
 }
 
 // drillDryRun rehearses a failover: readiness, exposure, the plan and its

@@ -351,6 +351,9 @@ func printDrill(w io.Writer, n int, r *lab.DrillResult) {
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  VIOLATION %s\n", v)
 	}
+	if r.Report != nil && !strings.HasPrefix(*r.Report, "/api/") {
+		fmt.Fprintf(w, "  report: %s\n", *r.Report)
+	}
 	for _, note := range r.Notes {
 		fmt.Fprintf(w, "  note: %s\n", note)
 	}
