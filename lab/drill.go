@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/control"
 	"github.com/lifeboat-dr/lifeboat/drill"
 	"github.com/lifeboat-dr/lifeboat/health"
@@ -21,17 +22,17 @@ import (
 	"github.com/lifeboat-dr/lifeboat/runbook"
 )
 
-// Drill scenarios.
+// Drill scenarios: the same as drills outside the lab (config.Drill*).
 const (
-	RegionOutage     = "region-outage"     // everything in the active region dies at once
-	DBCrash          = "db-crash"          // only the primary database dies
-	NetworkPartition = "network-partition" // the active region is cut off from the others
-	Switchover       = "switchover"        // planned move
-	Failback         = "failback"          // back to the preferred region after a failover
+	RegionOutage     = config.DrillRegionOutage     // everything in the active region dies at once
+	DBCrash          = config.DrillDBCrash          // only the primary database dies
+	NetworkPartition = config.DrillNetworkPartition // the active region is cut off from the others
+	Switchover       = config.DrillSwitchover       // planned move
+	Failback         = config.DrillFailback         // back to the preferred region after a failover
 	// ReplicationLag: the standby falls behind (replay paused, a burst of
 	// writes), then the active region dies: the lag gate must refuse the
 	// automatic failover.
-	ReplicationLag = "replication-lag"
+	ReplicationLag = config.DrillReplicationLag
 )
 
 // Scenarios lists the drills the lab runs.
