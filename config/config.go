@@ -112,12 +112,13 @@ type Cluster struct {
 	// LeaseTTL is the leader's lease: a leader that cannot renew it for
 	// this long stops acting (and another can take over); a node that
 	// cannot confirm the state for half of it stops routing writes.
-	// Default 3s; at least 1.5 × ElectionTimeout.
+	// Default 1s (a dead leader is replaced in about 1.5s); whole
+	// seconds, at least 1.5 × ElectionTimeout.
 	LeaseTTL Duration `yaml:"lease_ttl"`
 	// Heartbeat and ElectionTimeout are the embedded etcd's raft timing.
-	// Defaults 100ms and 1s (etcd's), right for links up to ~100ms RTT;
-	// heartbeat near the round trip between regions, election ≥ 5 ×
-	// heartbeat. Shorter settings fail over faster on fast links.
+	// Defaults 100ms and 600ms, right for regions up to ~60ms apart
+	// (election ≥ 10 round trips); farther apart: heartbeat near the
+	// round trip, election_timeout ≥ 10 × it, lease_ttl ≥ 1.5 × that.
 	Heartbeat       Duration `yaml:"heartbeat"`
 	ElectionTimeout Duration `yaml:"election_timeout"`
 	// TLS, when set, secures the embedded etcd cluster with mutual TLS:
@@ -439,7 +440,7 @@ type LLM struct {
 // per-record defaults are applied by Parse, once the lists are known.
 func DefaultConfig() *Config {
 	return &Config{
-		Cluster: Cluster{LeaseTTL: Duration(3 * time.Second), Heartbeat: Duration(100 * time.Millisecond), ElectionTimeout: Duration(time.Second)},
+		Cluster: Cluster{LeaseTTL: Duration(time.Second), Heartbeat: Duration(100 * time.Millisecond), ElectionTimeout: Duration(600 * time.Millisecond)},
 		API:     API{Listen: DefaultAPIListen},
 		Traffic: Traffic{
 			WhenAllDown: FailStatic,

@@ -522,16 +522,16 @@ func TestClusterTiming(t *testing.T) {
 	}
 	for doc, want := range map[string]string{
 		"cluster: {name: shop, heartbeat: 100ms, election_timeout: 300ms}\n": "cluster.election_timeout: 300ms must be whole milliseconds and at least 5 × heartbeat (100ms)",
-		"cluster: {name: shop, lease_ttl: 1s}\n":                             "cluster.lease_ttl: 1s must be at least 1.5 × election_timeout (1s)",
+		"cluster: {name: shop, election_timeout: 1s}\n":                      "cluster.lease_ttl: 1s must be at least 1.5 × election_timeout (1s)",
 		"cluster: {name: shop, heartbeat: 5ms}\n":                            "cluster.heartbeat: 5ms must be whole milliseconds from 10ms to 10s",
 	} {
 		if _, err := load(t, strings.Replace(base, "cluster: shop\n", doc, 1)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", doc, err, want)
 		}
 	}
-	// The defaults are etcd's.
+	// The defaults: etcd's heartbeat, a shorter election, the shortest lease.
 	def, _ := load(t, base)
-	if def.Cluster.Heartbeat.D() != 100*time.Millisecond || def.Cluster.ElectionTimeout.D() != time.Second || def.Cluster.LeaseTTL.D() != 3*time.Second {
+	if def.Cluster.Heartbeat.D() != 100*time.Millisecond || def.Cluster.ElectionTimeout.D() != 600*time.Millisecond || def.Cluster.LeaseTTL.D() != time.Second {
 		t.Errorf("defaults = %+v", def.Cluster)
 	}
 }

@@ -36,7 +36,21 @@ type Elector struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	lastLeader string
+	handOff    raftHandOff
 }
+
+// raftHandOff moves etcd's raft leadership off this node's own member.
+type raftHandOff interface {
+	HandOffLeadership(ctx context.Context) error
+}
+
+// handOffEvery is how often a leader checks that its member does not hold
+// etcd's leadership (it may come back to it after an election).
+const handOffEvery = 2 * time.Second
+
+// HandOffRaftLeadership makes the leader keep etcd's raft leadership on
+// another member (see Embedded.HandOffLeadership). Call before Open.
+func (e *Elector) HandOffRaftLeadership(h raftHandOff) { e.handOff = h }
 
 // NewElector makes an elector for node with a lease of ttl seconds
 // (minimum 1). onChange, if set, is called when this node gains or loses
@@ -135,6 +149,9 @@ func (e *Elector) campaign(ctx context.Context) error {
 	}
 	e.setLeading(true, Fence{Key: election.Key(), Rev: election.Rev()})
 	e.record(e.node + " became leader")
+	if e.handOff != nil {
+		go e.keepRaftLeadershipAway(kctx)
+	}
 	select {
 	case <-ctx.Done():
 		e.setLeading(false, Fence{})
@@ -149,6 +166,21 @@ func (e *Elector) campaign(ctx context.Context) error {
 	e.logger.Warn("lost leadership: lease ended")
 	e.record(e.node + " lost leadership: its lease ended")
 	return errors.New("lease ended")
+}
+
+// keepRaftLeadershipAway hands etcd's leadership to another member while
+// this node leads.
+func (e *Elector) keepRaftLeadershipAway(ctx context.Context) {
+	for {
+		if err := e.handOff.HandOffLeadership(ctx); err != nil && ctx.Err() == nil {
+			e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(handOffEvery):
+		}
+	}
 }
 
 // record appends an election event, bounded in time: leadership must not

@@ -249,6 +249,37 @@ func ClientTLS(t config.TLS) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
+// HandOffLeadership moves etcd's raft leadership to another voting member
+// when this member holds it. The Lifeboat leader calls it, so that one
+// region's outage takes down either the Lifeboat leader or etcd's leader,
+// not both: a new raft leader costs an election, and it extends every
+// lease by an election timeout when it takes over, which would delay the
+// Lifeboat leader's successor by both.
+func (e *Embedded) HandOffLeadership(ctx context.Context) error {
+	s := e.etcd.Server
+	self := s.MemberID()
+	if s.Leader() != self {
+		return nil
+	}
+	var errs []error
+	for _, m := range s.Cluster().Members() {
+		if m.ID == self || m.IsLearner {
+			continue
+		}
+		mctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.MoveLeader(mctx, uint64(self), uint64(m.ID))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("to %s: %w", m.Name, err))
+	}
+	if len(errs) == 0 {
+		return nil // a single member: nothing to hand off to
+	}
+	return fmt.Errorf("control: hand off etcd leadership: %w", errors.Join(errs...))
+}
+
 // Endpoints are the client URLs the member serves.
 func (e *Embedded) Endpoints() []string { return e.endpoints }
 

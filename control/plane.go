@@ -114,6 +114,9 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 	ttl := cfg.Cluster.LeaseTTL.D()
 	p.ttl = ttl
 	p.elector = NewElector(p.store, opts.Node, int(ttl/time.Second), logger, nil)
+	if p.embedded != nil {
+		p.elector.HandOffRaftLeadership(p.embedded)
+	}
 	// The minority side of a partition must stop routing writes before the
 	// majority can elect a new leader (one lease TTL): half of it.
 	p.cache = NewStateCache(p.store, st, ttl/2, logger)

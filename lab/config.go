@@ -22,9 +22,10 @@ func (s *Spec) configYAML() string {
 		}
 		if s.LatencyMS > 0 {
 			// Raft timing for the link: heartbeat near the round trip,
-			// election at least ten round trips.
+			// election ten round trips, the shortest lease etcd
+			// keeps with that (1.5 × election, whole seconds).
 			hb := max(s.LatencyMS, 50)
-			w("  heartbeat: %dms\n  election_timeout: %dms\n  lease_ttl: %dms\n", hb, hb*10, max(hb*15, 3000))
+			w("  heartbeat: %dms\n  election_timeout: %dms\n  lease_ttl: %ds\n", hb, hb*10, (hb*15+999)/1000)
 		}
 	}
 	sum := sha256.Sum256([]byte(s.Token))
