@@ -139,6 +139,12 @@ type Peer struct {
 	// this node's etcd serves clients.
 	PeerURL   string `yaml:"peer_url"`
 	ClientURL string `yaml:"client_url"`
+	// ListenPeer and ListenClient (host:port), when set, are where this
+	// node's member listens when that is not the address in its URLs
+	// (behind a port mapping, NAT or a proxy); the URLs are what the
+	// other members and clients dial.
+	ListenPeer   string `yaml:"listen_peer,omitempty"`
+	ListenClient string `yaml:"listen_client,omitempty"`
 }
 
 func (c *Cluster) parseScalar(s string) error {

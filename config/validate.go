@@ -164,6 +164,12 @@ func (v *validator) top() {
 			}
 			v.clusterScheme(pp+"."+key, u, secure)
 		}
+		if p.ListenPeer != "" {
+			v.listen(pp+".listen_peer", p.ListenPeer)
+		}
+		if p.ListenClient != "" {
+			v.listen(pp+".listen_client", p.ListenClient)
+		}
 	}
 	if n := len(c.Cluster.Peers); n == 2 || n%2 == 0 && n > 0 {
 		v.errorf("cluster.peers", ErrInvalid, "%d peers cannot outvote a partition: use an odd number (3: one per region with a witness)", n)

@@ -33,14 +33,15 @@ func (p *Plane) ack(ctx context.Context) {
 				continue
 			}
 		}
-		var written uint64
+		var written string
 		for alive := true; alive; {
-			if st := p.cache.Current(); !st.NoQuorum && st.Epoch != written {
+			if st := p.cache.Current(); !st.NoQuorum && ackValue(st.Epoch, st.Held) != written {
+				v := ackValue(st.Epoch, st.Held)
 				pctx, cancel := context.WithTimeout(ctx, time.Second)
-				_, err := p.cli.Put(pctx, key, strconv.FormatUint(st.Epoch, 10), clientv3.WithLease(session.Lease()))
+				_, err := p.cli.Put(pctx, key, v, clientv3.WithLease(session.Lease()))
 				cancel()
 				if err == nil {
-					written = st.Epoch
+					written = v
 				}
 			}
 			select {
@@ -60,6 +61,36 @@ func (p *Plane) ack(ctx context.Context) {
 // epoch (or a later one), or with an error naming the nodes still behind
 // when ctx ends.
 func (p *Plane) AwaitEpoch(ctx context.Context, epoch uint64) error {
+	return p.awaitAcks(ctx, fmt.Sprintf("epoch %d", epoch), func(e uint64, _ bool) bool { return e >= epoch })
+}
+
+// AwaitHeld returns when every node with a live lease has acknowledged a
+// hold (its data plane holds new requests), or with an error naming the
+// nodes that have not when ctx ends.
+func (p *Plane) AwaitHeld(ctx context.Context) error {
+	return p.awaitAcks(ctx, "the hold", func(_ uint64, held bool) bool { return held })
+}
+
+// ackValue is a node's acknowledgement: its epoch, and " held" while its
+// data plane holds new requests.
+func ackValue(epoch uint64, held bool) string {
+	v := strconv.FormatUint(epoch, 10)
+	if held {
+		v += " held"
+	}
+	return v
+}
+
+func parseAck(v string) (epoch uint64, held bool) {
+	f := strings.Fields(v)
+	if len(f) > 0 {
+		epoch, _ = strconv.ParseUint(f[0], 10, 64)
+	}
+	return epoch, len(f) > 1 && f[1] == "held"
+}
+
+// awaitAcks waits until every live acknowledgement satisfies ok.
+func (p *Plane) awaitAcks(ctx context.Context, what string, ok func(epoch uint64, held bool) bool) error {
 	prefix := p.store.key("acks/")
 	var behind []string // as of the last read that answered
 	var lastErr error
@@ -68,9 +99,8 @@ func (p *Plane) AwaitEpoch(ctx context.Context, epoch uint64) error {
 		if err == nil {
 			behind = behind[:0]
 			for _, kv := range resp.Kvs {
-				n, _ := strconv.ParseUint(string(kv.Value), 10, 64)
-				if n < epoch {
-					behind = append(behind, fmt.Sprintf("%s at %d", strings.TrimPrefix(string(kv.Key), prefix), n))
+				if n, held := parseAck(string(kv.Value)); !ok(n, held) {
+					behind = append(behind, fmt.Sprintf("%s at %s", strings.TrimPrefix(string(kv.Key), prefix), kv.Value))
 				}
 			}
 			if len(behind) == 0 {
@@ -82,13 +112,13 @@ func (p *Plane) AwaitEpoch(ctx context.Context, epoch uint64) error {
 		select {
 		case <-ctx.Done():
 			if len(behind) == 0 && lastErr != nil {
-				return fmt.Errorf("epoch %d acknowledgements: %w", epoch, lastErr)
+				return fmt.Errorf("%s acknowledgements: %w", what, lastErr)
 			}
 			if len(behind) == 0 {
-				return fmt.Errorf("epoch %d acknowledgements: %w", epoch, ctx.Err())
+				return fmt.Errorf("%s acknowledgements: %w", what, ctx.Err())
 			}
 			sort.Strings(behind)
-			return fmt.Errorf("epoch %d not acknowledged by %s", epoch, strings.Join(behind, ", "))
+			return fmt.Errorf("%s not acknowledged by %s", what, strings.Join(behind, ", "))
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -98,3 +128,6 @@ func (p *Plane) AwaitEpoch(ctx context.Context, epoch uint64) error {
 func (t Traffic) AwaitEpoch(ctx context.Context, epoch uint64) error {
 	return t.p.AwaitEpoch(ctx, epoch)
 }
+
+// AwaitHeld waits for every node's data plane to hold new requests.
+func (t Traffic) AwaitHeld(ctx context.Context) error { return t.p.AwaitHeld(ctx) }

@@ -37,11 +37,13 @@ type Elector struct {
 	wg         sync.WaitGroup
 	lastLeader string
 	handOff    raftHandOff
+	rank       func(node string) int
 }
 
-// raftHandOff moves etcd's raft leadership off this node's own member.
+// raftHandOff moves etcd's raft leadership off this node's own member,
+// to the best-ranked member that takes it.
 type raftHandOff interface {
-	HandOffLeadership(ctx context.Context) error
+	HandOffLeadership(ctx context.Context, rank func(member string) int) error
 }
 
 // handOffEvery is how often a leader checks that its member does not hold
@@ -51,6 +53,12 @@ const handOffEvery = 2 * time.Second
 // HandOffRaftLeadership makes the leader keep etcd's raft leadership on
 // another member (see Embedded.HandOffLeadership). Call before Open.
 func (e *Elector) HandOffRaftLeadership(h raftHandOff) { e.handOff = h }
+
+// Prefer ranks the nodes for leadership (lower is better; see
+// Plane.placement): a leader that sees a better-ranked node campaigning
+// gives way to it when no run is in progress, and etcd's raft leadership
+// goes to the best-ranked other member. Call before Open.
+func (e *Elector) Prefer(rank func(node string) int) { e.rank = rank }
 
 // NewElector makes an elector for node with a lease of ttl seconds
 // (minimum 1). onChange, if set, is called when this node gains or loses
@@ -149,8 +157,9 @@ func (e *Elector) campaign(ctx context.Context) error {
 	}
 	e.setLeading(true, Fence{Key: election.Key(), Rev: election.Rev()})
 	e.record(e.node + " became leader")
-	if e.handOff != nil {
-		go e.keepRaftLeadershipAway(kctx)
+	yield := make(chan string, 1)
+	if e.handOff != nil || e.rank != nil {
+		go e.place(kctx, yield)
 	}
 	select {
 	case <-ctx.Done():
@@ -158,6 +167,18 @@ func (e *Elector) campaign(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		election.Resign(rctx)
+		return nil
+	case to := <-yield:
+		e.setLeading(false, Fence{})
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		election.Resign(rctx)
+		e.record(e.node + " gave way to " + to + ", better placed to lead")
+		// Campaign again, behind it.
+		select {
+		case <-ctx.Done():
+		case <-time.After(handOffEvery):
+		}
 		return nil
 	case <-session.Done():
 	case <-kaDone:
@@ -168,12 +189,22 @@ func (e *Elector) campaign(ctx context.Context) error {
 	return errors.New("lease ended")
 }
 
-// keepRaftLeadershipAway hands etcd's leadership to another member while
-// this node leads.
-func (e *Elector) keepRaftLeadershipAway(ctx context.Context) {
+// place, while this node leads, hands etcd's leadership to another member
+// and gives way (through yield) to a better-ranked candidate.
+func (e *Elector) place(ctx context.Context, yield chan<- string) {
+	rank := e.rank
+	if rank == nil {
+		rank = func(string) int { return 0 }
+	}
 	for {
-		if err := e.handOff.HandOffLeadership(ctx); err != nil && ctx.Err() == nil {
-			e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
+		if e.handOff != nil {
+			if err := e.handOff.HandOffLeadership(ctx, rank); err != nil && ctx.Err() == nil {
+				e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
+			}
+		}
+		if to := e.betterCandidate(ctx); to != "" {
+			yield <- to
+			return
 		}
 		select {
 		case <-ctx.Done():
@@ -181,6 +212,32 @@ func (e *Elector) keepRaftLeadershipAway(ctx context.Context) {
 		case <-time.After(handOffEvery):
 		}
 	}
+}
+
+// betterCandidate is a campaigning node ranked better than this one, when
+// no run is in progress (a run keeps its leader), or "".
+func (e *Elector) betterCandidate(ctx context.Context) string {
+	if e.rank == nil {
+		return ""
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	cli := e.store.Client()
+	lock, err := cli.Get(rctx, e.store.key("run-lock"), clientv3.WithSerializable(), clientv3.WithCountOnly())
+	if err != nil || lock.Count > 0 {
+		return ""
+	}
+	resp, err := cli.Get(rctx, e.store.key("leader"), clientv3.WithPrefix(), clientv3.WithSerializable())
+	if err != nil {
+		return ""
+	}
+	mine := e.rank(e.node)
+	for _, kv := range resp.Kvs {
+		if other := string(kv.Value); other != e.node && e.rank(other) < mine {
+			return other
+		}
+	}
+	return ""
 }
 
 // record appends an election event, bounded in time: leadership must not

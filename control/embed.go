@@ -28,6 +28,9 @@ type Peer struct {
 	Name      string
 	PeerURL   string
 	ClientURL string
+	// ListenPeer and ListenClient (host:port), when set, are where the
+	// member listens instead of its URLs' addresses, which it advertises.
+	ListenPeer, ListenClient string
 }
 
 // EmbedConfig starts an embedded etcd member.
@@ -103,6 +106,7 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 		ec.ClientTLSInfo, ec.PeerTLSInfo = info, info
 	}
 	clientURL, peerURL := cfg.ClientURL, cfg.PeerURL
+	var listenClient, listenPeer string
 	var err error
 	var cu *url.URL
 	var initial []string
@@ -110,6 +114,7 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 		initial = append(initial, p.Name+"="+p.PeerURL)
 		if p.Name == cfg.Name {
 			clientURL, peerURL = p.ClientURL, p.PeerURL
+			listenClient, listenPeer = p.ListenClient, p.ListenPeer
 		}
 	}
 	if len(cfg.Peers) > 0 && peerURL == "" {
@@ -135,8 +140,8 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{listenOn(*cu, listenClient)}, []url.URL{*cu}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{listenOn(*pu, listenPeer)}, []url.URL{*pu}
 	if len(initial) > 0 {
 		ec.InitialCluster = strings.Join(initial, ",")
 	} else {
@@ -173,6 +178,14 @@ func StartEmbedded(cfg EmbedConfig) (*Embedded, error) {
 		em.endpoints = append(em.endpoints, scheme+"://"+l.Addr().String())
 	}
 	return em, nil
+}
+
+// listenOn is u at hostport when set (where to listen), else u.
+func listenOn(u url.URL, hostport string) url.URL {
+	if hostport != "" {
+		u.Host = hostport
+	}
+	return u
 }
 
 // marker is the identity of the data in a member's directory.
@@ -255,14 +268,19 @@ func ClientTLS(t config.TLS) (*tls.Config, error) {
 // not both: a new raft leader costs an election, and it extends every
 // lease by an election timeout when it takes over, which would delay the
 // Lifeboat leader's successor by both.
-func (e *Embedded) HandOffLeadership(ctx context.Context) error {
+//
+// rank orders the members by name (lower first): the first that takes the
+// leadership keeps it.
+func (e *Embedded) HandOffLeadership(ctx context.Context, rank func(member string) int) error {
 	s := e.etcd.Server
 	self := s.MemberID()
 	if s.Leader() != self {
 		return nil
 	}
+	members := s.Cluster().Members()
+	sort.SliceStable(members, func(i, j int) bool { return rank(members[i].Name) < rank(members[j].Name) })
 	var errs []error
-	for _, m := range s.Cluster().Members() {
+	for _, m := range members {
 		if m.ID == self || m.IsLearner {
 			continue
 		}

@@ -81,7 +81,8 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 			HeartbeatMs: uint(cfg.Cluster.Heartbeat.D().Milliseconds()), ElectionMs: uint(cfg.Cluster.ElectionTimeout.D().Milliseconds()),
 			TLS: cfg.Cluster.TLS}
 		for _, peer := range cfg.Cluster.Peers {
-			ec.Peers = append(ec.Peers, Peer{Name: peer.Name, PeerURL: peer.PeerURL, ClientURL: peer.ClientURL})
+			ec.Peers = append(ec.Peers, Peer{Name: peer.Name, PeerURL: peer.PeerURL, ClientURL: peer.ClientURL,
+				ListenPeer: peer.ListenPeer, ListenClient: peer.ListenClient})
 		}
 		e, err := StartEmbedded(ec)
 		if err != nil {
@@ -90,13 +91,21 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		p.embedded = e
 		endpoints = e.Endpoints()
 	}
+	// A node with its own member talks to it alone: cut off from the
+	// others, it must see that it has no quorum rather than reach the
+	// majority through another path. A node of an external cluster
+	// follows the cluster's members.
+	autoSync := 30 * time.Second
+	if p.embedded != nil {
+		autoSync = 0
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: clientTLS,
 		// A member cut off by a partition keeps its established
 		// connection until keepalive gives up on it; requests the balancer
 		// sends there hang until their deadline. Notice within ~2s.
 		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second,
-		Logger: zap.NewNop(), AutoSyncInterval: 30 * time.Second,
+		Logger: zap.NewNop(), AutoSyncInterval: autoSync,
 	})
 	if err != nil {
 		p.Close(context.Background())
@@ -117,6 +126,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 	if p.embedded != nil {
 		p.elector.HandOffRaftLeadership(p.embedded)
 	}
+	p.elector.Prefer(p.placement(cfg))
 	// The minority side of a partition must stop routing writes before the
 	// majority can elect a new leader (one lease TTL): half of it.
 	p.cache = NewStateCache(p.store, st, ttl/2, logger)
@@ -135,12 +145,51 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 	return p, nil
 }
 
+// placement ranks the nodes for leadership: best a node in a standby
+// region (the one a failover goes to runs its steps near), then the
+// witness, last a node in the active region. The active region is the
+// one whose outage needs a failover: with neither the Lifeboat leader nor
+// etcd's leader there, that outage costs no election before the failover
+// starts. Nodes not in cluster.peers rank as standbys.
+func (p *Plane) placement(cfg *config.Config) func(node string) int {
+	regionOf := map[string]string{}
+	for _, peer := range cfg.Cluster.Peers {
+		regionOf[peer.Name] = peer.Region
+	}
+	return func(node string) int {
+		region := regionOf[node]
+		if p.cache != nil && region != "" && region == p.cache.Current().Active {
+			return 2
+		}
+		if r, ok := cfg.Region(region); ok && r.Role == config.RoleWitness {
+			return 1
+		}
+		return 0
+	}
+}
+
 // publish appends queued events to the store, in order.
+//
+// What has queued up meanwhile goes in one transaction (up to 64 events):
+// a burst of verdicts during an outage costs one round trip, not one each.
 func (p *Plane) publish(events <-chan Event) {
 	for e := range events {
+		batch := []Event{e}
+	more:
+		for len(batch) < 64 {
+			select {
+			case next, ok := <-events:
+				if !ok {
+					break more
+				}
+				batch = append(batch, next)
+			default:
+				break more
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := p.store.Append(ctx, e); err != nil {
-			p.logger.Warn("event not stored", "type", e.Type, "err", err)
+		if _, err := p.store.AppendBatch(ctx, batch); err != nil {
+			p.logger.Warn("events not stored", "count", len(batch), "first", batch[0].Type, "err", err)
 		}
 		cancel()
 	}

@@ -26,12 +26,23 @@ import (
 type Runs struct {
 	store   *Store
 	elector *Elector
+	read    []clientv3.OpOption // options of every read
 }
 
 var _ runbook.Store = (*Runs)(nil)
 
 // Runs returns the run store.
 func (p *Plane) Runs() *Runs { return &Runs{store: p.store, elector: p.elector} }
+
+// LocalRuns are the runs as this node's member has them: its reads are
+// serializable (no round trip to a quorum, which costs a round trip
+// between regions each), its writes as fenced as Runs'. For the leader's
+// own loops: what the leader wrote through its member, its member has
+// applied, and every change they make is a transaction that checks what
+// it depends on (the run lock, the leader's key, the state's revision).
+func (p *Plane) LocalRuns() *Runs {
+	return &Runs{store: p.store, elector: p.elector, read: []clientv3.OpOption{clientv3.WithSerializable()}}
+}
 
 // CreateRun stores a new run and takes the lock, unless a run holds it.
 func (r *Runs) CreateRun(ctx context.Context, run *runbook.Run) error {
@@ -98,7 +109,7 @@ func (r *Runs) SaveRun(ctx context.Context, run *runbook.Run) error {
 
 // GetRun reads one run.
 func (r *Runs) GetRun(ctx context.Context, id string) (*runbook.Run, error) {
-	resp, err := r.store.cli.Get(ctx, r.store.key("runs/"+id))
+	resp, err := r.store.cli.Get(ctx, r.store.key("runs/"+id), r.read...)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +129,7 @@ func decodeRun(b []byte) (*runbook.Run, error) {
 
 // ListRuns returns every run, newest first (ids sort by creation time).
 func (r *Runs) ListRuns(ctx context.Context) ([]*runbook.Run, error) {
-	resp, err := r.store.cli.Get(ctx, r.store.key("runs/"), clientv3.WithPrefix())
+	resp, err := r.store.cli.Get(ctx, r.store.key("runs/"), append([]clientv3.OpOption{clientv3.WithPrefix()}, r.read...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +147,7 @@ func (r *Runs) ListRuns(ctx context.Context) ([]*runbook.Run, error) {
 
 // ActiveRun returns the run holding the lock, or nil.
 func (r *Runs) ActiveRun(ctx context.Context) (*runbook.Run, error) {
-	resp, err := r.store.cli.Get(ctx, r.store.key("run-lock"))
+	resp, err := r.store.cli.Get(ctx, r.store.key("run-lock"), r.read...)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +167,12 @@ func (r *Runs) Cancel(ctx context.Context, runID string, c runbook.Approval) err
 }
 
 // Cancellation reads a run's cancel request, or nil.
+//
+// It reads this member's copy (a serializable read, no round trip to the
+// others): the executor asks before each group of steps, and a
+// cancellation a moment old is seen at the next group.
 func (r *Runs) Cancellation(ctx context.Context, runID string) (*runbook.Approval, error) {
-	return r.getApproval(ctx, "cancels/"+runID)
+	return r.getApproval(ctx, "cancels/"+runID, clientv3.WithSerializable())
 }
 
 // Approve records an approval; the first one stands.
@@ -178,8 +193,8 @@ func (r *Runs) putOnce(ctx context.Context, k string, a runbook.Approval) error 
 	return err
 }
 
-func (r *Runs) getApproval(ctx context.Context, k string) (*runbook.Approval, error) {
-	resp, err := r.store.cli.Get(ctx, r.store.key(k))
+func (r *Runs) getApproval(ctx context.Context, k string, opts ...clientv3.OpOption) (*runbook.Approval, error) {
+	resp, err := r.store.cli.Get(ctx, r.store.key(k), opts...)
 	if err != nil || len(resp.Kvs) == 0 {
 		return nil, err
 	}
@@ -192,15 +207,27 @@ func (r *Runs) getApproval(ctx context.Context, k string) (*runbook.Approval, er
 
 // Traffic is the routing state as the runbook actions change it, fenced
 // by this node's leadership.
-type Traffic struct{ p *Plane }
+type Traffic struct {
+	p     *Plane
+	local bool
+}
 
 var _ runbook.Traffic = Traffic{}
 
 // Traffic returns the routing-state changer for runbooks.
 func (p *Plane) Traffic() Traffic { return Traffic{p: p} }
 
-// State reads the state from the store (linearizable).
+// LocalTraffic is Traffic whose State reads this member's copy (see
+// LocalRuns): for the decider, whose run checks the epoch it started from
+// when it switches.
+func (p *Plane) LocalTraffic() Traffic { return Traffic{p: p, local: true} }
+
+// State reads the state from the store (linearizable, unless local).
 func (t Traffic) State(ctx context.Context) (traffic.State, error) {
+	if t.local {
+		st, _, err := t.p.store.loadState(ctx, clientv3.WithSerializable())
+		return st, err
+	}
 	st, _, err := t.p.store.LoadState(ctx)
 	return st, err
 }
@@ -215,12 +242,12 @@ func (t Traffic) SetHold(ctx context.Context, held bool) (traffic.State, error) 
 }
 
 // Switch commits region as active with a new epoch.
-func (t Traffic) Switch(ctx context.Context, region string) (traffic.State, error) {
+func (t Traffic) Switch(ctx context.Context, region string, from uint64) (traffic.State, bool, error) {
 	f, ok := t.p.elector.Leading()
 	if !ok {
-		return traffic.State{}, ErrNotLeader
+		return traffic.State{}, false, ErrNotLeader
 	}
-	return t.p.store.SwitchActive(ctx, f, region)
+	return t.p.store.SwitchFrom(ctx, f, region, from)
 }
 
 // Event types of runs.

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,11 +35,14 @@ var (
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
+	// appendMu makes this process's writers of the event stream take
+	// turns, so that they do not make each other retry.
+	appendMu *sync.Mutex
 }
 
 // NewStore uses cli for the cluster's keys.
 func NewStore(cli *clientv3.Client, cluster string) *Store {
-	return &Store{cli: cli, prefix: "/lifeboat/" + cluster + "/"}
+	return &Store{cli: cli, prefix: "/lifeboat/" + cluster + "/", appendMu: new(sync.Mutex)}
 }
 
 func (s *Store) key(k string) string { return s.prefix + k }
@@ -49,7 +53,11 @@ func (s *Store) Client() *clientv3.Client { return s.cli }
 // LoadState reads the routing state and the revision it was written at
 // (0 and the zero state when none was ever written).
 func (s *Store) LoadState(ctx context.Context) (traffic.State, int64, error) {
-	resp, err := s.cli.Get(ctx, s.key("state"))
+	return s.loadState(ctx)
+}
+
+func (s *Store) loadState(ctx context.Context, opts ...clientv3.OpOption) (traffic.State, int64, error) {
+	resp, err := s.cli.Get(ctx, s.key("state"), opts...)
 	if err != nil {
 		return traffic.State{}, 0, err
 	}
@@ -96,21 +104,64 @@ type Fence struct {
 
 // update changes the state in one transaction that succeeds only if the
 // state is still at rev and the fence's leader key still exists as created
-// (the leader has not lost its lease). mutate gets the current state.
-func (s *Store) update(ctx context.Context, f Fence, mutate func(*traffic.State) error) (traffic.State, error) {
-	st, rev, err := s.LoadState(ctx)
-	if err != nil {
-		return st, err
+// (the leader has not lost its lease). mutate gets the current state;
+// describe, the state before and after, returns the event that records the
+// change, appended to the event stream in the same transaction (the
+// change and its record are one commit, one round trip).
+//
+// It starts from this member's copy of the state and of the stream's head
+// (serializable reads, no round trip): the transaction compares their
+// revisions, and when the copy was behind it reads both again through a
+// quorum.
+func (s *Store) update(ctx context.Context, f Fence, mutate func(*traffic.State) error, describe func(before, after traffic.State) Event) (traffic.State, error) {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	st, err := s.tryUpdate(ctx, f, mutate, describe, clientv3.WithSerializable())
+	for attempt := 0; errors.Is(err, ErrConflict) && attempt < 20; attempt++ {
+		st, err = s.tryUpdate(ctx, f, mutate, describe)
 	}
+	return st, err
+}
+
+func (s *Store) tryUpdate(ctx context.Context, f Fence, mutate func(*traffic.State) error, describe func(before, after traffic.State) Event, read ...clientv3.OpOption) (traffic.State, error) {
+	before, rev, err := s.loadState(ctx, read...)
+	if err != nil {
+		return before, err
+	}
+	seqKey := s.key("events-seq")
+	head, err := s.cli.Get(ctx, seqKey, read...)
+	if err != nil {
+		return before, err
+	}
+	var h chainHead
+	var seqRev int64
+	if len(head.Kvs) > 0 {
+		if h, err = parseHead(head.Kvs[0].Value); err != nil {
+			return before, fmt.Errorf("control: %s: %w", seqKey, err)
+		}
+		seqRev = head.Kvs[0].ModRevision
+	}
+	st := before
 	if err := mutate(&st); err != nil {
 		return st, err
 	}
+	e := describe(before, st)
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	e.Seq, e.Prev = h.Seq+1, h.Hash
+	sealed, eb := sealEvent(e)
 	b, _ := json.Marshal(st)
 	k := s.key("state")
 	resp, err := s.cli.Txn(ctx).If(
 		clientv3.Compare(clientv3.ModRevision(k), "=", rev),
 		clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.Rev),
-	).Then(clientv3.OpPut(k, string(b))).Else(
+		clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev),
+	).Then(
+		clientv3.OpPut(k, string(b)),
+		clientv3.OpPut(seqKey, chainHead{Seq: sealed.Seq, Hash: sealed.Hash}.String()),
+		clientv3.OpPut(s.eventKey(sealed.Seq), string(eb)),
+	).Else(
 		clientv3.OpGet(f.Key),
 	).Commit()
 	if err != nil {
@@ -125,37 +176,62 @@ func (s *Store) update(ctx context.Context, f Fence, mutate func(*traffic.State)
 	return st, nil
 }
 
-// SwitchActive commits a new active region with a strictly larger epoch.
-// It must succeed before anything is promoted: the epoch is the fence.
+// SwitchActive commits a new active region with a strictly larger epoch,
+// and the epoch event with it. It must succeed before anything is
+// promoted: the epoch is the fence.
 func (s *Store) SwitchActive(ctx context.Context, f Fence, region string) (traffic.State, error) {
-	var from string
-	st, err := s.update(ctx, f, func(st *traffic.State) error {
-		from = st.Active
+	return s.update(ctx, f, func(st *traffic.State) error {
 		st.Active = region
 		st.Epoch++
 		return nil
-	})
-	if err == nil {
-		s.Append(ctx, Event{Type: EventEpoch, Region: region, Epoch: st.Epoch,
-			Message: fmt.Sprintf("epoch %d: active region %s → %s", st.Epoch, from, region)})
-	}
-	return st, err
+	}, epochEvent(region))
 }
 
-// SetHold holds (or releases) new requests in the data plane.
+// SwitchFrom is SwitchActive if the epoch is still from. If region is
+// already active at a later epoch (a commit of the caller's before it
+// lost and regained leadership), it returns that state and already, and
+// writes nothing; if the epoch moved otherwise, it fails.
+func (s *Store) SwitchFrom(ctx context.Context, f Fence, region string, from uint64) (st traffic.State, already bool, err error) {
+	st, err = s.update(ctx, f, func(st *traffic.State) error {
+		if st.Active == region && st.Epoch > from {
+			return errAlready
+		}
+		if st.Epoch != from {
+			return fmt.Errorf("the epoch moved from %d to %d since the run started (active %s): another change happened", from, st.Epoch, st.Active)
+		}
+		st.Active = region
+		st.Epoch++
+		return nil
+	}, epochEvent(region))
+	if errors.Is(err, errAlready) {
+		return st, true, nil
+	}
+	return st, false, err
+}
+
+// errAlready: the change asked for is already there.
+var errAlready = errors.New("control: already so")
+
+func epochEvent(region string) func(before, after traffic.State) Event {
+	return func(before, after traffic.State) Event {
+		return Event{Type: EventEpoch, Region: region, Epoch: after.Epoch,
+			Message: fmt.Sprintf("epoch %d: active region %s → %s", after.Epoch, before.Active, region)}
+	}
+}
+
+// SetHold holds (or releases) new requests in the data plane, and records
+// the event with it.
 func (s *Store) SetHold(ctx context.Context, f Fence, held bool) (traffic.State, error) {
-	st, err := s.update(ctx, f, func(st *traffic.State) error {
+	return s.update(ctx, f, func(st *traffic.State) error {
 		st.Held = held
 		return nil
-	})
-	if err == nil {
+	}, func(_, after traffic.State) Event {
 		msg := "data plane released"
 		if held {
 			msg = "data plane held for a switchover"
 		}
-		s.Append(ctx, Event{Type: EventHold, Epoch: st.Epoch, Message: msg})
-	}
-	return st, err
+		return Event{Type: EventHold, Epoch: after.Epoch, Message: msg}
+	})
 }
 
 // Event types.
@@ -229,13 +305,32 @@ type Event struct {
 // was read; on a conflict (another appender won) it reads the head again
 // and retries. It returns the event as stored.
 func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
-	seqKey := s.key("events-seq")
-	resp, err := s.cli.Get(ctx, seqKey)
+	out, err := s.AppendBatch(ctx, []Event{e})
 	if err != nil {
 		return e, err
+	}
+	return out[0], nil
+}
+
+// AppendBatch appends events in order, in one transaction (as Append
+// does one). The appenders of this process take turns, and each first
+// reads the head from this member's copy (no round trip; the member has
+// applied what this process wrote), then through a quorum after a
+// conflict.
+func (s *Store) AppendBatch(ctx context.Context, events []Event) ([]Event, error) {
+	s.appendMu.Lock()
+	defer s.appendMu.Unlock()
+	now := time.Now().UTC()
+	for i := range events {
+		if events[i].Time.IsZero() {
+			events[i].Time = now
+		}
+	}
+	seqKey := s.key("events-seq")
+	read := []clientv3.OpOption{clientv3.WithSerializable()}
+	resp, err := s.cli.Get(ctx, seqKey, read...)
+	if err != nil {
+		return events, err
 	}
 	kvs := resp.Kvs
 	for attempt := 0; attempt < appendAttempts; attempt++ {
@@ -243,21 +338,26 @@ func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
 		var rev int64
 		if len(kvs) > 0 {
 			if h, err = parseHead(kvs[0].Value); err != nil {
-				return e, fmt.Errorf("control: append event: %s: %w", seqKey, err)
+				return events, fmt.Errorf("control: append event: %s: %w", seqKey, err)
 			}
 			rev = kvs[0].ModRevision
 		}
-		e.Seq, e.Prev = h.Seq+1, h.Hash
-		sealed, b := sealEvent(e)
+		sealed := make([]Event, len(events))
+		ops := make([]clientv3.Op, 0, len(events)+1)
+		for i, e := range events {
+			e.Seq, e.Prev = h.Seq+1, h.Hash
+			var b []byte
+			sealed[i], b = sealEvent(e)
+			h = chainHead{Seq: sealed[i].Seq, Hash: sealed[i].Hash}
+			ops = append(ops, clientv3.OpPut(s.eventKey(sealed[i].Seq), string(b)))
+		}
+		ops = append(ops, clientv3.OpPut(seqKey, h.String()))
 		txn, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(seqKey), "=", rev)).
-			Then(
-				clientv3.OpPut(seqKey, chainHead{Seq: sealed.Seq, Hash: sealed.Hash}.String()),
-				clientv3.OpPut(s.eventKey(sealed.Seq), string(b)),
-			).
+			Then(ops...).
 			Else(clientv3.OpGet(seqKey)).Commit()
 		if err != nil {
-			return e, err
+			return events, err
 		}
 		if txn.Succeeded {
 			return sealed, nil
@@ -267,12 +367,12 @@ func (s *Store) Append(ctx context.Context, e Event) (Event, error) {
 			// Many appenders at once: spread the retries out.
 			select {
 			case <-ctx.Done():
-				return e, ctx.Err()
+				return events, ctx.Err()
 			case <-time.After(time.Duration(rand.Int64N(int64(min(attempt, 50)) * int64(time.Millisecond)))):
 			}
 		}
 	}
-	return e, fmt.Errorf("control: append event: %w (%d attempts)", ErrConflict, appendAttempts)
+	return events, fmt.Errorf("control: append event: %w (%d attempts)", ErrConflict, appendAttempts)
 }
 
 // appendAttempts bounds the retries of one Append under contention (each

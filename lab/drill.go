@@ -211,7 +211,7 @@ func (l *Lab) unplanned(ctx context.Context, scenario string, from, to Region, r
 	case DBCrash:
 		err = l.runIn(ctx, from, "postgres", filepath.Join(l.PGBin, "pg_ctl"), "stop", "-m", "immediate", "-D", l.pgDir(from))
 	case NetworkPartition:
-		err = setLink(ctx, from, false)
+		err = l.partition(ctx, from, true)
 	}
 	if err != nil {
 		w.Stop()
@@ -434,7 +434,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 			return err
 		}
 	case NetworkPartition:
-		if err := setLink(ctx, r, true); err != nil {
+		if err := l.partition(ctx, r, false); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,8 @@
 // Package lab runs a real multi-region lab on one machine: per region a
 // network namespace (joined by a bridge, with netem latency between
-// regions), a PostgreSQL server (primary in the first region, a streaming
+// regions) or, without root or netem, a loopback address whose links to
+// the other regions are fault proxies (toxiproxy) carrying the latency
+// and the cuts; a PostgreSQL server (primary in the first region, a streaming
 // standby in the second), a Redis (primary / replica), a file share, the
 // sample application and a Lifeboat node; the third region is a witness
 // that only runs a Lifeboat node. Everything the lab starts is recorded in
@@ -47,6 +49,9 @@ type Options struct {
 	Latency time.Duration
 	// Sync makes the standby synchronous.
 	Sync bool
+	// Net is NetNS, NetLoopback or "" (namespaces when this process is
+	// root and the kernel has netem or no latency is asked; else loopback).
+	Net string
 	// Binary is the lifeboat program the nodes and the apps run.
 	Binary string
 	// PGBin holds the PostgreSQL 15 programs.
@@ -67,7 +72,8 @@ type Region struct {
 type Spec struct {
 	ID        string   `json:"id"`
 	Dir       string   `json:"dir"`
-	Bridge    string   `json:"bridge"`
+	Net       string   `json:"net"`
+	Bridge    string   `json:"bridge,omitempty"`
 	Subnet    string   `json:"subnet"`
 	LatencyMS int      `json:"latency_ms"`
 	Sync      bool     `json:"sync"`
@@ -83,6 +89,8 @@ type Spec struct {
 	Created time.Time `json:"created"`
 	// Pids of the processes the lab started, by "region/name".
 	Pids map[string]int `json:"pids"`
+	// Links are a loopback lab's fault proxies.
+	Links []Link `json:"links,omitempty"`
 	// Notes say what the lab could not do as asked.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -126,8 +134,13 @@ func (l *Lab) save() error {
 	return os.Rename(tmp, filepath.Join(l.Dir, "lab.json"))
 }
 
-// account finds the unprivileged user the servers run as.
+// account finds the unprivileged user the servers run as: postgres when
+// the lab runs as root, else the lab's own user.
 func (l *Lab) account() error {
+	if os.Geteuid() != 0 {
+		l.pgUID, l.pgGID = os.Geteuid(), os.Getegid()
+		return nil
+	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		return fmt.Errorf("lab: the servers run as the postgres user, and there is none (apt-get install -y postgresql-15): %w", err)
@@ -147,21 +160,31 @@ func newSpec(opts Options) (*Spec, error) {
 	id := hex.EncodeToString(b[:])
 	n := int(b[0])%200 + 20
 	s := &Spec{
-		ID: id, Dir: opts.Dir, Bridge: "lb" + id, Subnet: fmt.Sprintf("10.%d.%d", 100+int(b[1])%100, n),
+		ID: id, Dir: opts.Dir, Net: opts.Net, Bridge: "lb" + id, Subnet: fmt.Sprintf("10.%d.%d", 100+int(b[1])%100, n),
 		LatencyMS: int(opts.Latency / time.Millisecond), Sync: opts.Sync,
 		Password: hex.EncodeToString(b[:]) + randomHex(8), Token: "lab-" + randomHex(16), Binary: opts.Binary, PGBin: opts.PGBin,
 		Created: time.Now().UTC(), Pids: map[string]int{},
 	}
 	names := []string{"east", "west", "witness"}
 	roles := []string{"active", "standby", "witness"}
+	if s.Net == NetLoopback {
+		// Addresses in 127/8 need no setup: every one is this machine's.
+		s.Bridge, s.Subnet = "", fmt.Sprintf("127.%d.%d", 100+int(b[1])%100, n)
+	}
 	for i := 0; i < opts.Regions; i++ {
-		r := Region{Name: names[i], Role: roles[i], NS: fmt.Sprintf("lb%s-%s", id, names[i]), Veth: fmt.Sprintf("lb%s%d", id, i+1), IP: fmt.Sprintf("%s.%d", s.Subnet, i+1)}
+		r := Region{Name: names[i], Role: roles[i], IP: fmt.Sprintf("%s.%d", s.Subnet, i+1)}
+		if s.Net == NetNS {
+			r.NS, r.Veth = fmt.Sprintf("lb%s-%s", id, names[i]), fmt.Sprintf("lb%s%d", id, i+1)
+		}
 		s.Regions = append(s.Regions, r)
 	}
 	if opts.Regions == 3 {
 		s.Nodes = s.Regions
 	} else {
 		s.Nodes = []Region{{Name: "control", Role: "control", IP: s.Subnet + ".254"}}
+	}
+	if s.Net == NetLoopback {
+		s.planLinks()
 	}
 	return s, nil
 }

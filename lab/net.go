@@ -22,10 +22,25 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
-// createNetwork makes the bridge in the root namespace and, per region,
+// createNetwork makes the lab's network: namespaces, or the links of a
+// loopback lab.
+func (l *Lab) createNetwork(ctx context.Context) error {
+	if l.Net == NetNS {
+		return createNamespaces(ctx, &l.Spec)
+	}
+	if err := l.daemon(Region{Name: "lab"}, "links", "", l.Binary, "lab", "links", "--dir", l.Dir); err != nil {
+		return err
+	}
+	if err := waitTCP(ctx, l.linksAPI()); err != nil {
+		return fmt.Errorf("the lab's links did not start: %w", err)
+	}
+	return nil
+}
+
+// createNamespaces makes the bridge in the root namespace and, per region,
 // a namespace joined to it by a veth pair; the region's side delays what
 // it sends by half the round trip, so two regions are latency apart.
-func createNetwork(ctx context.Context, s *Spec) error {
+func createNamespaces(ctx context.Context, s *Spec) error {
 	steps := [][]string{
 		{"ip", "link", "add", s.Bridge, "type", "bridge"},
 		{"ip", "addr", "add", s.Subnet + ".254/24", "dev", s.Bridge},
@@ -47,7 +62,7 @@ func createNetwork(ctx context.Context, s *Spec) error {
 			return err
 		}
 	}
-	if s.LatencyMS > 0 && !netemWorks(ctx, s.Bridge) {
+	if s.LatencyMS > 0 && !netemWorks(ctx) {
 		// Some kernels (gVisor sandboxes, kernels without sch_netem) have
 		// no netem: the lab runs without added latency and says so.
 		s.Notes = append(s.Notes, fmt.Sprintf("netem is not available in this kernel: regions are not %dms apart (no added latency)", s.LatencyMS))
@@ -64,13 +79,14 @@ func createNetwork(ctx context.Context, s *Spec) error {
 	return nil
 }
 
-// netemWorks tries a netem qdisc on dev and removes it.
-func netemWorks(ctx context.Context, dev string) bool {
-	if run(ctx, "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms") != nil {
+// netemWorks tries a netem qdisc on a veth pair of its own (root only).
+func netemWorks(ctx context.Context) bool {
+	dev := "lbnetem" + randomHex(3)
+	if run(ctx, "ip", "link", "add", dev, "type", "veth", "peer", "name", dev+"p") != nil {
 		return false
 	}
-	run(ctx, "tc", "qdisc", "del", "dev", dev, "root")
-	return true
+	defer run(ctx, "ip", "link", "del", dev)
+	return run(ctx, "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms") == nil
 }
 
 // deleteNetwork removes what createNetwork made; missing pieces are fine.

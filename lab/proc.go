@@ -18,7 +18,9 @@ func (l *Lab) command(r Region, asUser string, argv ...string) *exec.Cmd {
 	if r.NS != "" {
 		args = append(args, "ip", "netns", "exec", r.NS)
 	}
-	if asUser != "" {
+	if asUser != "" && os.Geteuid() == 0 {
+		// As root, servers run as their account; otherwise everything
+		// runs as the lab's own user.
 		args = append(args, "runuser", "-u", asUser, "--")
 	}
 	args = append(args, argv...)
@@ -85,6 +87,13 @@ func (l *Lab) killRegion(ctx context.Context, r Region) {
 		}
 	}
 	if r.NS == "" {
+		// No namespace to empty: what runbooks started in the region
+		// (a PostgreSQL server restarted by a reprotect, say) is found by
+		// its command line, which names the region's directory.
+		for _, pid := range pidsMentioning(l.regionDir(r) + "/") {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 		return
 	}
 	out, _ := exec.CommandContext(ctx, "ip", "netns", "pids", r.NS).Output()
@@ -93,6 +102,27 @@ func (l *Lab) killRegion(ctx context.Context, r Region) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+}
+
+// pidsMentioning lists the processes (of any session) whose command line
+// contains s.
+func pidsMentioning(s string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(cmdline), "\x00", " ")+" ", s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // killProcess kills one recorded process and its group.

@@ -20,11 +20,29 @@ import (
 	"github.com/lifeboat-dr/lifeboat/api"
 )
 
-// Up starts a lab in opts.Dir. It needs root (network namespaces). On
-// failure it removes what it made.
+// Up starts a lab in opts.Dir: in network namespaces as root, on loopback
+// addresses with fault proxies otherwise (see Options.Net). On failure it
+// removes what it made.
 func Up(ctx context.Context, opts Options) (l *Lab, err error) {
-	if os.Geteuid() != 0 {
-		return nil, errors.New("lab: lab up needs root to create network namespaces, veth links and netem latency (run it with sudo)")
+	var notes []string
+	switch opts.Net {
+	case NetNS:
+		if os.Geteuid() != 0 {
+			return nil, errors.New("lab: --net netns needs root to create network namespaces, veth links and netem latency (run it with sudo, or use --net loopback)")
+		}
+	case NetLoopback:
+	case "":
+		opts.Net = NetLoopback
+		switch {
+		case os.Geteuid() != 0:
+			notes = append(notes, "not root: regions are loopback addresses joined by fault proxies (toxiproxy), not network namespaces")
+		case opts.Latency > 0 && !netemWorks(ctx):
+			notes = append(notes, fmt.Sprintf("netem is not available in this kernel: regions are loopback addresses joined by fault proxies (toxiproxy), which carry the %s", opts.Latency))
+		default:
+			opts.Net = NetNS
+		}
+	default:
+		return nil, fmt.Errorf("lab: network %q: use %s or %s", opts.Net, NetNS, NetLoopback)
 	}
 	if opts.Dir == "" {
 		opts.Dir = DefaultDir
@@ -35,7 +53,13 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 	if _, err := os.Stat(filepath.Join(opts.Dir, "lab.json")); err == nil {
 		return nil, fmt.Errorf("lab: a lab already runs in %s (lifeboat lab down first)", opts.Dir)
 	}
-	for _, prog := range []string{"ip", "tc", "runuser", "redis-server", filepath.Join(opts.PGBin, "initdb")} {
+	progs := []string{"redis-server", filepath.Join(opts.PGBin, "initdb")}
+	if opts.Net == NetNS {
+		progs = append(progs, "ip", "tc", "runuser")
+	} else if os.Geteuid() == 0 {
+		progs = append(progs, "runuser")
+	}
+	for _, prog := range progs {
 		if _, err := exec.LookPath(prog); err != nil {
 			return nil, fmt.Errorf("lab: %s is missing (scripts/deps.sh installs what the lab needs): %w", prog, err)
 		}
@@ -44,6 +68,7 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	spec.Notes = append(spec.Notes, notes...)
 	l = &Lab{Spec: *spec, logger: opts.Logger}
 	if err := l.account(); err != nil {
 		return nil, err
@@ -66,7 +91,7 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 		what string
 		do   func(context.Context) error
 	}{
-		{"network", func(ctx context.Context) error { return createNetwork(ctx, &l.Spec) }},
+		{"network", l.createNetwork},
 		{"postgres", l.startPostgres},
 		{"redis", l.startRedis},
 		{"shares", l.makeShares},
@@ -137,7 +162,8 @@ fsync = off
 	if err := waitPG(ctx, admin, "CREATE DATABASE lab"); err != nil {
 		return err
 	}
-	if err := l.runIn(ctx, standby, "postgres", filepath.Join(l.PGBin, "pg_basebackup"), "-h", primary.IP, "-p", strconv.Itoa(PortPostgres), "-U", "lifeboat",
+	phost, pport, _ := net.SplitHostPort(l.hostPort(standby, primary, PortPostgres))
+	if err := l.runIn(ctx, standby, "postgres", filepath.Join(l.PGBin, "pg_basebackup"), "-h", phost, "-p", pport, "-U", "lifeboat",
 		"-D", l.pgDir(standby), "-R", "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
 		return err
 	}
@@ -227,7 +253,7 @@ func (l *Lab) startRedis(ctx context.Context) error {
 	for i, r := range data {
 		replicaOf := ""
 		if i > 0 {
-			replicaOf = data[0].IP
+			replicaOf = l.hostPort(r, data[0], PortRedis)
 		}
 		if err := l.startRedisIn(r, replicaOf); err != nil {
 			return err
@@ -241,7 +267,8 @@ func (l *Lab) startRedis(ctx context.Context) error {
 	return nil
 }
 
-// startRedisIn starts region r's Redis, a replica of replicaOf when set.
+// startRedisIn starts region r's Redis, a replica of replicaOf (host:port)
+// when set.
 func (l *Lab) startRedisIn(r Region, replicaOf string) error {
 	dir := filepath.Join(l.regionDir(r), "redis")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -254,7 +281,8 @@ func (l *Lab) startRedisIn(r Region, replicaOf string) error {
 		"--requirepass", l.Password, "--masterauth", l.Password, "--save", "", "--appendonly", "no",
 		"--repl-diskless-sync-delay", "0", "--protected-mode", "no"}
 	if replicaOf != "" {
-		args = append(args, "--replicaof", replicaOf, strconv.Itoa(PortRedis))
+		host, port, _ := net.SplitHostPort(replicaOf)
+		args = append(args, "--replicaof", host, port)
 	}
 	return l.daemon(r, "redis", "postgres", args...)
 }
@@ -287,10 +315,14 @@ func (l *Lab) makeShares(ctx context.Context) error {
 	return nil
 }
 
+// startNodes writes each node's configuration (the same topology; the
+// addresses as seen from the node's region) and starts the nodes.
 func (l *Lab) startNodes(ctx context.Context) error {
-	l.Config = filepath.Join(l.Dir, "lifeboat.yaml")
-	if err := os.WriteFile(l.Config, []byte(l.configYAML()), 0o600); err != nil {
-		return err
+	l.Config = l.nodeConfig(l.Nodes[len(l.Nodes)-1])
+	for _, n := range l.Nodes {
+		if err := os.WriteFile(l.nodeConfig(n), []byte(l.configYAML(n)), 0o600); err != nil {
+			return err
+		}
 	}
 	for _, n := range l.Nodes {
 		if err := l.startNode(n); err != nil {
@@ -300,20 +332,29 @@ func (l *Lab) startNodes(ctx context.Context) error {
 	return nil
 }
 
+// nodeConfig is where node n's configuration is.
+func (l *Lab) nodeConfig(n Region) string {
+	return filepath.Join(l.Dir, "lifeboat-"+n.Name+".yaml")
+}
+
 // startNode starts the Lifeboat node n.
 func (l *Lab) startNode(n Region) error {
-	return l.daemon(n, "lifeboat", "", l.Binary, "serve", "-c", l.Config, "--node", n.Name,
+	return l.daemon(n, "lifeboat", "", l.Binary, "serve", "-c", l.nodeConfig(n), "--node", n.Name,
 		"--listen", net.JoinHostPort(n.IP, strconv.Itoa(PortAPI)), "--data-dir", filepath.Join(l.Dir, n.Name, "lifeboat"), "--log-format", "json")
 }
 
-// nodeFor is the Lifeboat node that serves region r's sample app.
-func (l *Lab) nodeFor(r Region) Region {
+// writerFor is the writer endpoint region r's sample app uses: that of
+// the Lifeboat node in its region, or of the node outside the regions.
+func (l *Lab) writerFor(r Region) string {
 	for _, n := range l.Nodes {
 		if n.Name == r.Name {
-			return Region{Name: n.Name, IP: "127.0.0.1"}
+			if l.Net == NetNS {
+				return net.JoinHostPort("127.0.0.1", strconv.Itoa(PortWriter))
+			}
+			return l.hostPort(r, n, PortWriter)
 		}
 	}
-	return l.Nodes[0]
+	return l.hostPort(r, l.Nodes[0], PortWriter)
 }
 
 func (l *Lab) startApps(ctx context.Context) error {
@@ -329,9 +370,8 @@ func (l *Lab) startApps(ctx context.Context) error {
 // writer endpoint of the node that serves its region; the password comes
 // from LAB_PASSWORD.
 func (l *Lab) startApp(r Region) error {
-	n := l.nodeFor(r)
 	return l.daemon(r, "app", "", l.Binary, "lab", "app", "--listen", net.JoinHostPort(r.IP, strconv.Itoa(PortApp)),
-		"--region", r.Name, "--db", net.JoinHostPort(n.IP, strconv.Itoa(PortWriter)))
+		"--region", r.Name, "--db", l.writerFor(r))
 }
 
 // waitReady waits until every node answers and the standby is ready to
@@ -378,8 +418,11 @@ func (l *Lab) Down(ctx context.Context) error {
 	for _, r := range append(append([]Region(nil), l.Regions...), l.Nodes...) {
 		l.killRegion(ctx, r)
 	}
+	l.killProcess(Region{Name: "lab"}, "links")
 	time.Sleep(200 * time.Millisecond)
-	deleteNetwork(ctx, &l.Spec)
+	if l.Net == NetNS {
+		deleteNetwork(ctx, &l.Spec)
+	}
 	if l.Dir == "" || l.Dir == "/" {
 		return errors.New("lab: refusing to remove the directory " + l.Dir)
 	}

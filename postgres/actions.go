@@ -109,15 +109,55 @@ func Fence(ctx context.Context, dsn string) (FenceResult, error) {
 }
 
 // terminateClients ends every client backend but ep's own and returns how
-// many it ended.
+// many it ended. It asks for all of them in one statement (one round trip,
+// however many sessions there are: the server may be a region away); if
+// that statement fails on one backend (a superuser's, for a role that may
+// not end it), it goes one by one to say which.
 func terminateClients(ctx context.Context, ep *endpoint) (int, error) {
 	conn, err := ep.connect(ctx)
 	if err != nil {
 		return 0, err
 	}
-	type backend struct {
-		pid   int32
-		start time.Time
+	started := time.Now()
+	rows, err := conn.Query(ctx, `SELECT pid, backend_start, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return 0, ep.fail(ctx, "query", err, started)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (backend, error) {
+		var b backend
+		err := r.Scan(&b.pid, &b.start, &b.ended)
+		return b, err
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return terminateEach(ctx, ep)
+	}
+	if err != nil {
+		return 0, ep.fail(ctx, "query", err, started)
+	}
+	n := 0
+	for _, b := range all {
+		if b.ended {
+			n++
+		}
+	}
+	return n, stillThere(ctx, ep, all, nil)
+}
+
+// backend is a client session of the server.
+type backend struct {
+	pid   int32
+	start time.Time
+	ended bool
+}
+
+// terminateEach ends the client backends one by one, naming those it may
+// not end.
+func terminateEach(ctx context.Context, ep *endpoint) (int, error) {
+	conn, err := ep.connect(ctx)
+	if err != nil {
+		return 0, err
 	}
 	started := time.Now()
 	rows, err := conn.Query(ctx, `SELECT pid, backend_start FROM pg_stat_activity
@@ -136,10 +176,9 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 	n := 0
 	var bad []string
 	refused := map[int32]bool{}
-	for _, b := range backends {
-		var ended bool
+	for i, b := range backends {
 		started := time.Now()
-		err := conn.QueryRow(ctx, "SELECT pg_terminate_backend($1, 5000)", b.pid).Scan(&ended)
+		err := conn.QueryRow(ctx, "SELECT pg_terminate_backend($1, 5000)", b.pid).Scan(&backends[i].ended)
 		var pgErr *pgconn.PgError
 		switch {
 		case errors.As(err, &pgErr):
@@ -147,28 +186,53 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 			bad = append(bad, fmt.Sprintf("%d (%s)", b.pid, pgErr.Message))
 		case err != nil:
 			return n, ep.fail(ctx, "query", err, started)
-		case ended:
+		case backends[i].ended:
 			n++
 		}
 	}
-	// false means gone already or still there after 5s: look.
+	var left []backend
 	for _, b := range backends {
-		if refused[b.pid] {
-			continue
+		if !refused[b.pid] {
+			left = append(left, b)
 		}
-		var still bool
-		err := scanRow(ctx, ep, "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)", []any{b.pid, b.start}, &still)
+	}
+	return n, stillThere(ctx, ep, left, bad)
+}
+
+// stillThere looks, in one query, for the sessions that were not ended
+// (false means gone already or still there after 5s), and reports them
+// with bad, the sessions already known not to have been ended.
+func stillThere(ctx context.Context, ep *endpoint, backends []backend, bad []string) error {
+	var pids []int32
+	var starts []time.Time
+	for _, b := range backends {
+		if !b.ended {
+			pids, starts = append(pids, b.pid), append(starts, b.start)
+		}
+	}
+	if len(pids) > 0 {
+		conn, err := ep.connect(ctx)
 		if err != nil {
-			return n, err
+			return err
 		}
-		if still {
-			bad = append(bad, fmt.Sprintf("%d (still there after 5s)", b.pid))
+		started := time.Now()
+		rows, err := conn.Query(ctx, `SELECT s.pid FROM pg_stat_activity s
+JOIN unnest($1::int4[], $2::timestamptz[]) AS t(pid, start) ON s.pid = t.pid AND s.backend_start = t.start`, pids, starts)
+		if err != nil {
+			return ep.fail(ctx, "query", err, started)
+		}
+		still, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return ep.fail(ctx, "query", err, started)
+		}
+		for _, pid := range still {
+			bad = append(bad, fmt.Sprintf("%d (still there after 5s)", pid))
 		}
 	}
 	if len(bad) > 0 {
-		return n, fmt.Errorf("%d session(s) could not be ended on %s: %s", len(bad), ep.addr, strings.Join(bad, ", "))
+		return fmt.Errorf("%d session(s) could not be ended on %s: %s", len(bad), ep.addr, strings.Join(bad, ", "))
 	}
-	return n, nil
+	return nil
 }
 
 // Unfence lets the server at dsn take writes again: ALTER SYSTEM RESET

@@ -282,12 +282,21 @@ func notify(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	return "notification recorded: " + msg, nil
 }
 
+// hold holds new requests and waits (at most the fence delay) until every
+// live node's data plane does, so that the fence that follows ends no
+// request a node let through meanwhile.
 func hold(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	st, err := x.e.opts.Traffic.SetHold(ctx, true)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("new requests held (active %s, epoch %d)", st.Active, st.Epoch), nil
+	out := fmt.Sprintf("new requests held (active %s, epoch %d)", st.Active, st.Epoch)
+	wctx, cancel := context.WithTimeout(ctx, x.e.opts.FenceDelay)
+	defer cancel()
+	if err := x.e.opts.Traffic.AwaitHeld(wctx); err != nil && ctx.Err() == nil {
+		return out + "; " + err.Error(), nil
+	}
+	return out, ctx.Err()
 }
 
 func release(ctx context.Context, x *execution, s *StepRun) (string, error) {
@@ -303,21 +312,12 @@ func release(ctx context.Context, x *execution, s *StepRun) (string, error) {
 // run's start) and does not bump the epoch twice.
 func switchTraffic(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	region := s.Args["region"]
-	st, err := x.e.opts.Traffic.State(ctx)
-	if err != nil {
-		return "", err
-	}
 	x.mu.Lock()
 	start := x.run.StartEpoch
 	x.mu.Unlock()
-	already := st.Active == region && st.Epoch > start
-	if !already {
-		if st.Epoch != start {
-			return "", fmt.Errorf("the epoch moved from %d to %d since the run started (active %s): another change happened", start, st.Epoch, st.Active)
-		}
-		if st, err = x.e.opts.Traffic.Switch(ctx, region); err != nil {
-			return "", err
-		}
+	st, already, err := x.e.opts.Traffic.Switch(ctx, region, start)
+	if err != nil {
+		return "", err
 	}
 	x.mu.Lock()
 	x.run.Epoch = st.Epoch

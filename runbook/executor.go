@@ -1,7 +1,9 @@
 package runbook
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,11 +47,17 @@ type Store interface {
 type Traffic interface {
 	State(ctx context.Context) (traffic.State, error)
 	SetHold(ctx context.Context, held bool) (traffic.State, error)
-	// Switch commits region as active with a strictly larger epoch.
-	Switch(ctx context.Context, region string) (traffic.State, error)
+	// Switch commits region as active at epoch from+1 if the epoch is
+	// still from; if region is already active at a later epoch (this run's
+	// own commit, before a leader change), it reports already and changes
+	// nothing; if the epoch moved otherwise, it fails.
+	Switch(ctx context.Context, region string, from uint64) (st traffic.State, already bool, err error)
 	// AwaitEpoch returns when every live node's data plane routes by
 	// epoch or a later one (an error when ctx ends first).
 	AwaitEpoch(ctx context.Context, epoch uint64) error
+	// AwaitHeld returns when every live node's data plane holds new
+	// requests (or with an error naming those that do not when ctx ends).
+	AwaitHeld(ctx context.Context) error
 }
 
 // StatusSource is the observation: health verdicts, lag, readiness.
@@ -175,6 +183,22 @@ type execution struct {
 	e   *Executor
 	run *Run
 	mu  sync.Mutex // guards run
+
+	// The run's states are written in order by one writer; a step's
+	// progress does not wait for it (a new leader runs again any step not
+	// recorded as finished, and every action is idempotent), so steps do
+	// not pay a round trip to the store each way. A group of steps starts
+	// once everything before it is stored (so a deposed leader stops
+	// there), and what must be stored before going on (the run's start, a
+	// wait for approval, its end) waits for its own state and every
+	// earlier one.
+	saves   sync.Mutex // guards the fields below
+	next    *Run       // the latest state not yet handed to the writer
+	queued  uint64     // states queued so far
+	written uint64     // states written (or given up) so far
+	saveErr error      // the first failed write
+	saved   chan struct{}
+	writing bool
 }
 
 // Execute runs r's remaining steps while this node leads. It returns
@@ -210,13 +234,93 @@ func (x *execution) save(ctx context.Context) error {
 	return x.saveLocked(ctx)
 }
 
+// saveLocked stores the run's state (x.mu held) and waits until it is
+// written.
 func (x *execution) saveLocked(ctx context.Context) error {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	if ctx.Err() != nil && !x.e.opts.Leading() {
 		return ErrNotLeader
 	}
-	return x.e.opts.Store.SaveRun(sctx, x.run)
+	return x.waitSaved(ctx, x.saveLater())
+}
+
+// saveLater queues the run's state (x.mu held) for the writer and
+// returns its number; an error of an earlier write is returned by the
+// next saveLocked.
+func (x *execution) saveLater() uint64 {
+	b, err := json.Marshal(x.run)
+	snap := &Run{}
+	if err == nil {
+		err = json.Unmarshal(b, snap)
+	}
+	x.saves.Lock()
+	defer x.saves.Unlock()
+	x.queued++
+	if err != nil {
+		x.saveErr = cmp.Or(x.saveErr, err)
+		x.written = x.queued
+		return x.queued
+	}
+	x.next = snap
+	if x.saved == nil {
+		x.saved = make(chan struct{})
+	}
+	if !x.writing {
+		x.writing = true
+		go x.writer()
+	}
+	return x.queued
+}
+
+// writer writes the latest queued state until none is left.
+func (x *execution) writer() {
+	for {
+		x.saves.Lock()
+		snap, upTo := x.next, x.queued
+		x.next = nil
+		if snap == nil {
+			x.writing = false
+			x.saves.Unlock()
+			return
+		}
+		x.saves.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := x.e.opts.Store.SaveRun(ctx, snap)
+		cancel()
+		x.saves.Lock()
+		if err != nil && x.saveErr == nil {
+			x.saveErr = err
+		}
+		x.written = upTo
+		close(x.saved)
+		x.saved = make(chan struct{})
+		x.saves.Unlock()
+	}
+}
+
+// flush waits until every queued state is written.
+func (x *execution) flush(ctx context.Context) error {
+	x.saves.Lock()
+	n := x.queued
+	x.saves.Unlock()
+	return x.waitSaved(ctx, n)
+}
+
+// waitSaved waits until state n is written and returns the first write
+// error so far.
+func (x *execution) waitSaved(ctx context.Context, n uint64) error {
+	for {
+		x.saves.Lock()
+		done, err, saved := x.written >= n, x.saveErr, x.saved
+		x.saves.Unlock()
+		if done {
+			return err
+		}
+		select {
+		case <-saved:
+		case <-time.After(6 * time.Second):
+			return fmt.Errorf("runbook: the run's state was not stored within 6s")
+		}
+	}
 }
 
 func (x *execution) event(s *StepRun, format string, args ...any) {
@@ -248,6 +352,20 @@ func (x *execution) execute(ctx context.Context) error {
 		x.event(nil, "%s %s → %s started (%s)", r.Kind, r.From, r.To, r.Trigger)
 	}
 	for g := range r.Groups {
+		// Once the epoch has switched, what the last group did is stored,
+		// fenced by this node's leadership, before the next acts (a
+		// promotion, say): a leader deposed meanwhile stops here. Before,
+		// the lease's own validity decides (the switch itself is fenced).
+		x.mu.Lock()
+		switched := x.run.Epoch != 0
+		x.mu.Unlock()
+		if switched {
+			if err := x.flush(ctx); err != nil {
+				return err
+			}
+		} else if !x.e.opts.Leading() {
+			return ErrNotLeader
+		}
 		if done, err := x.cancelled(ctx); done || err != nil {
 			return err
 		}
@@ -340,9 +458,9 @@ func (x *execution) step(ctx context.Context, s *StepRun) error {
 		s.StartedAt = time.Now().UTC()
 		s.FinishedAt = s.StartedAt
 		s.Output = "condition not met: " + s.When
-		err := x.saveLocked(ctx)
+		x.saveLater()
 		x.mu.Unlock()
-		return err
+		return nil
 	}
 	if s.Approve != "" && s.ApprovedBy == "" {
 		if err := x.awaitApproval(ctx, s); err != nil {
@@ -355,11 +473,8 @@ func (x *execution) step(ctx context.Context, s *StepRun) error {
 	if s.StartedAt.IsZero() {
 		s.StartedAt = time.Now().UTC()
 	}
-	err := x.saveLocked(ctx)
+	x.saveLater()
 	x.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	x.event(s, "step %s (%s) started", s.Name, s.Action)
 	var out string
 	var runErr error
@@ -401,11 +516,8 @@ func (x *execution) step(ctx context.Context, s *StepRun) error {
 		s.Status = StatusSucceeded
 	}
 	d := s.FinishedAt.Sub(s.StartedAt)
-	err = x.saveLocked(ctx)
+	x.saveLater()
 	x.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	if s.Status == StatusFailed {
 		x.event(s, "step %s failed after %s: %s", s.Name, d.Round(time.Millisecond), s.Error)
 	} else {
@@ -464,15 +576,15 @@ var errCancelled = errors.New("runbook: run cancelled")
 // give the old region writes again: the run goes on to the end). It
 // reports whether the run ended.
 func (x *execution) cancelled(ctx context.Context) (bool, error) {
-	c, err := x.e.opts.Store.Cancellation(ctx, x.run.ID)
-	if err != nil || c == nil {
-		return false, nil // unknown: keep going, look again at the next group
-	}
 	x.mu.Lock()
 	switched := x.run.Epoch != 0
 	x.mu.Unlock()
 	if switched {
-		return false, nil
+		return false, nil // too late to cancel
+	}
+	c, err := x.e.opts.Store.Cancellation(ctx, x.run.ID)
+	if err != nil || c == nil {
+		return false, nil // unknown: keep going, look again at the next group
 	}
 	x.mu.Lock()
 	for _, s := range x.run.Steps {

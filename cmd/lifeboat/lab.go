@@ -24,16 +24,21 @@ func (a *app) labCommand() *cobra.Command {
 		Use:   "lab",
 		Short: "A real multi-region lab on this machine, and drills against it",
 		Long: `Lab starts, on this machine, a lab shaped like a real deployment: per region a
-network namespace (regions joined by a bridge, with netem latency between
-them), a PostgreSQL server (primary in east, a streaming standby in west), a
-Redis (primary / replica), a file share, the sample application and a
-Lifeboat node; the third region is a witness with only a Lifeboat node. It
-needs root (network namespaces).`,
+PostgreSQL server (primary in east, a streaming standby in west), a Redis
+(primary / replica), a file share, the sample application and a Lifeboat
+node; the third region is a witness with only a Lifeboat node.
+
+Regions are network namespaces joined by a bridge, with netem latency between
+them (--net netns: root). Without root, or without netem when latency is
+asked, each region is a loopback address and every connection from one
+region to another crosses a fault proxy (toxiproxy) that carries the latency
+and the cuts (--net loopback: no privilege needed).`,
 		Example: `  sudo lifeboat lab up --latency 80ms --sync
-  sudo lifeboat lab drill region-outage --runs 5
-  sudo lifeboat lab down`,
+  lifeboat lab up --net loopback --latency 80ms --sync
+  lifeboat lab drill region-outage --runs 5
+  lifeboat lab down`,
 	}
-	cmd.AddCommand(a.labUpCommand(), a.labStatusCommand(), a.labDownCommand(), a.labAppCommand(), a.labDrillCommand())
+	cmd.AddCommand(a.labUpCommand(), a.labStatusCommand(), a.labDownCommand(), a.labAppCommand(), a.labDrillCommand(), a.labLinksCommand())
 	return cmd
 }
 
@@ -51,6 +56,7 @@ func (a *app) labUpCommand() *cobra.Command {
 		pgBin     string
 		logFormat string
 		binary    string
+		network   string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -68,6 +74,12 @@ func (a *app) labUpCommand() *cobra.Command {
 			if latency < 0 || latency > 2*time.Second {
 				return usageError{fmt.Errorf("--latency %s: use 0 to 2s", latency)}
 			}
+			if network != "auto" && network != lab.NetNS && network != lab.NetLoopback {
+				return usageError{fmt.Errorf("--net %q: use auto, %s or %s", network, lab.NetNS, lab.NetLoopback)}
+			}
+			if network == "auto" {
+				network = ""
+			}
 			bin := binary
 			if bin == "" {
 				var err error
@@ -80,11 +92,11 @@ func (a *app) labUpCommand() *cobra.Command {
 				return err
 			}
 			start := time.Now()
-			l, err := lab.Up(cmd.Context(), lab.Options{Dir: dir, Regions: regions, Latency: latency, Sync: sync, Binary: bin, PGBin: pgBin, Logger: logger})
+			l, err := lab.Up(cmd.Context(), lab.Options{Dir: dir, Regions: regions, Latency: latency, Sync: sync, Net: network, Binary: bin, PGBin: pgBin, Logger: logger})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "lab %s up in %s (%s replication, %s between regions)\n", l.ID, time.Since(start).Round(time.Millisecond), replMode(l.Sync), time.Duration(l.LatencyMS)*time.Millisecond)
+			fmt.Fprintf(a.stdout, "lab %s up in %s (%s replication, %s between regions, network: %s)\n", l.ID, time.Since(start).Round(time.Millisecond), replMode(l.Sync), time.Duration(l.LatencyMS)*time.Millisecond, l.Net)
 			printLab(a.stdout, l)
 			for _, n := range l.Notes {
 				fmt.Fprintf(a.stdout, "note: %s\n", n)
@@ -97,6 +109,7 @@ func (a *app) labUpCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&latency, "latency", 80*time.Millisecond, "round trip between two regions")
 	cmd.Flags().BoolVar(&sync, "sync", false, "synchronous replication (no acknowledged write lost)")
 	cmd.Flags().BoolVar(&async, "async", false, "asynchronous replication (the default)")
+	cmd.Flags().StringVar(&network, "net", "auto", "how regions are separated: netns (namespaces, root), loopback (addresses and fault proxies) or auto")
 	cmd.Flags().StringVar(&pgBin, "pg-bin", "/usr/lib/postgresql/15/bin", "PostgreSQL 15 programs")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
 	cmd.Flags().StringVar(&binary, "binary", "", "the lifeboat program the lab's processes run (default: this one)")
@@ -115,7 +128,11 @@ func printLab(w interface{ Write([]byte) (int, error) }, l *lab.Lab) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tROLE\tADDRESS\tNAMESPACE")
 	for _, r := range l.Regions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Role, r.IP, r.NS)
+		ns := r.NS
+		if ns == "" {
+			ns = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Role, r.IP, ns)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -127,7 +144,7 @@ func printLab(w interface{ Write([]byte) (int, error) }, l *lab.Lab) {
 	fmt.Fprintf(w, "dns            dig @%s -p %d app.lab\n", last.IP, lab.PortDNS)
 	fmt.Fprintf(w, "writer         %s:%d (Postgres; password in %s/lab.json)\n", last.IP, lab.PortWriter, l.Dir)
 	fmt.Fprintf(w, "api token      in %s/lab.json (\"token\"; role admin): export LIFEBOAT_TOKEN=$(jq -r .token %s/lab.json)\n", l.Dir, l.Dir)
-	fmt.Fprintf(w, "config         %s\n", l.Config)
+	fmt.Fprintf(w, "config         %s (each node's: %s/lifeboat-NODE.yaml)\n", l.Config, l.Dir)
 	fmt.Fprintf(w, "logs           %s/logs\n", l.Dir)
 }
 
@@ -192,6 +209,21 @@ func (a *app) labDownCommand() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "lab %s down: processes stopped, namespaces and links deleted, %s removed\n", l.ID, dir)
 			return nil
+		},
+	}
+	labDirFlag(cmd, &dir)
+	return cmd
+}
+
+func (a *app) labLinksCommand() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:    "links",
+		Short:  "Run a loopback lab's fault proxies (started by lab up)",
+		Hidden: true,
+		Args:   noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return lab.ServeLinks(dir)
 		},
 	}
 	labDirFlag(cmd, &dir)

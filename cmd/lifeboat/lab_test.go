@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -62,35 +63,109 @@ func TestLabDrills(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("drill %s: exit %d\n%s\n%s", scenario, code, out, errs)
 		}
-		var r map[string]any
-		if err := json.Unmarshal([]byte(out), &r); err != nil {
-			t.Fatalf("drill %s --json: %v\n%s", scenario, err, out)
+		checkDrill(t, scenario, out)
+	}
+}
+
+// checkDrill checks one drill's --json result: every field, and the
+// invariants of the scenario (sync replication).
+func checkDrill(t *testing.T, scenario, out string) {
+	t.Helper()
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("drill %s --json: %v\n%s", scenario, err, out)
+	}
+	requireKeys(t, scenario, r, "scenario", "replication", "detect_seconds", "recover_seconds", "client_errors", "error_window_seconds",
+		"writes_acked", "writes_lost", "predicted_loss_seconds", "split_brain_violations", "run_id", "runbook_status", "report", "notes")
+	t.Logf("%s: detect %v recover %v errors %v acked %v lost %v split-brain %v", scenario, r["detect_seconds"], r["recover_seconds"], r["client_errors"], r["writes_acked"], r["writes_lost"], r["split_brain_violations"])
+	if scenario == "replication-lag" {
+		// The lag gate refuses the automatic failover: nothing moves.
+		if r["runbook_status"] != "refused" || r["run_id"] != "" || !strings.Contains(fmt.Sprint(r["notes"]), "over max_lag_on_failover") {
+			t.Errorf("replication-lag: %v", r)
 		}
-		requireKeys(t, scenario, r, "scenario", "replication", "detect_seconds", "recover_seconds", "client_errors", "error_window_seconds",
-			"writes_acked", "writes_lost", "predicted_loss_seconds", "split_brain_violations", "run_id", "runbook_status", "report", "notes")
-		t.Logf("%s: detect %v recover %v errors %v acked %v lost %v split-brain %v", scenario, r["detect_seconds"], r["recover_seconds"], r["client_errors"], r["writes_acked"], r["writes_lost"], r["split_brain_violations"])
-		if scenario == "replication-lag" {
-			// The lag gate refuses the automatic failover: nothing moves.
-			if r["runbook_status"] != "refused" || r["run_id"] != "" || !strings.Contains(fmt.Sprint(r["notes"]), "over max_lag_on_failover") {
-				t.Errorf("replication-lag: %v", r)
+		return
+	}
+	if r["runbook_status"] != "succeeded" || r["replication"] != "sync" {
+		t.Errorf("%s: runbook %v, replication %v", scenario, r["runbook_status"], r["replication"])
+	}
+	if r["writes_lost"] != 0.0 || r["split_brain_violations"] != 0.0 {
+		t.Errorf("%s: %v writes lost, %v split-brain violations: %v %v", scenario, r["writes_lost"], r["split_brain_violations"], r["lost_ids"], r["violations"])
+	}
+	if acked, _ := r["writes_acked"].(float64); acked < 50 {
+		t.Errorf("%s: only %v writes acknowledged", scenario, acked)
+	}
+	if scenario == "switchover" || scenario == "failback" {
+		if r["client_errors"] != 0.0 {
+			t.Errorf("%s: %v client errors in a planned move", scenario, r["client_errors"])
+		}
+	} else if r["detect_seconds"] == nil || r["recover_seconds"] == nil {
+		t.Errorf("%s: detection or recovery not measured: %v", scenario, r["notes"])
+	}
+}
+
+// The lab without privilege: lab up as an ordinary user (the postgres
+// account here) puts the regions on loopback addresses joined by fault
+// proxies carrying 40ms of latency; a region outage, a network partition
+// (its links and its etcd member cut both ways) and a switchover keep
+// their invariants; lab down leaves no process and no directory.
+func TestLabLoopbackUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the test runs the lab as another, unprivileged user: it needs root to switch to it (CI runs as root)")
+	}
+	if _, err := user.Lookup("postgres"); err != nil {
+		t.Fatalf("the unprivileged user is postgres, and there is none: %v", err)
+	}
+	// Built where the postgres user may run it.
+	binDir, err := os.MkdirTemp("", "lifeboat-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(binDir)
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "lifeboat")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("lifeboat-lab-loopback-%d", os.Getpid()))
+	lab := func(args ...string) (string, string, int) {
+		cmd := exec.Command("runuser", append([]string{"-u", "postgres", "--", bin, "lab"}, args...)...)
+		var out, errs strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errs
+		err := cmd.Run()
+		code := 0
+		if err != nil {
+			code = -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
 			}
-			continue
 		}
-		if r["runbook_status"] != "succeeded" || r["replication"] != "sync" {
-			t.Errorf("%s: runbook %v, replication %v", scenario, r["runbook_status"], r["replication"])
+		return out.String(), errs.String(), code
+	}
+	out, errs, code := lab("up", "--dir", dir, "--net", "loopback", "--sync", "--latency", "40ms")
+	defer func() {
+		if out, errs, code := lab("down", "--dir", dir); code != 0 {
+			t.Errorf("lab down: exit %d\n%s\n%s", code, out, errs)
 		}
-		if r["writes_lost"] != 0.0 || r["split_brain_violations"] != 0.0 {
-			t.Errorf("%s: %v writes lost, %v split-brain violations: %v %v", scenario, r["writes_lost"], r["split_brain_violations"], r["lost_ids"], r["violations"])
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("%s left behind", dir)
 		}
-		if acked, _ := r["writes_acked"].(float64); acked < 50 {
-			t.Errorf("%s: only %v writes acknowledged", scenario, acked)
+		if ps, _ := exec.Command("pgrep", "-f", dir).Output(); len(strings.TrimSpace(string(ps))) > 0 {
+			t.Errorf("processes left behind: %s", ps)
 		}
-		if scenario == "switchover" || scenario == "failback" {
-			if r["client_errors"] != 0.0 {
-				t.Errorf("%s: %v client errors in a planned move", scenario, r["client_errors"])
-			}
-		} else if r["detect_seconds"] == nil || r["recover_seconds"] == nil {
-			t.Errorf("%s: detection or recovery not measured: %v", scenario, r["notes"])
+	}()
+	if code != 0 {
+		t.Fatalf("lab up: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"network: loopback", "40ms between regions", "east     active", "witness  witness"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lab up output lacks %q:\n%s", want, out)
 		}
+	}
+	for _, scenario := range []string{"region-outage", "network-partition", "switchover"} {
+		out, errs, code := lab("drill", scenario, "--json", "--dir", dir)
+		if code != 0 {
+			t.Fatalf("drill %s: exit %d\n%s\n%s", scenario, code, out, errs)
+		}
+		checkDrill(t, scenario, out)
 	}
 }

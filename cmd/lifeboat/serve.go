@@ -222,9 +222,11 @@ func (a *app) serve(ctx context.Context, f serveFlags) error {
 	// node follows the active region in its replication monitors.
 	lags := runbook.NewLagMemory()
 	leading := func() bool { _, ok := cp.Elector().Leading(); return ok }
-	executor := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: lags,
+	// The leader's loops read their member's copy of runs and state (no
+	// round trip between regions per read); what they change is fenced.
+	executor := runbook.NewExecutor(runbook.Options{Config: cfg, Store: cp.LocalRuns(), Traffic: cp.Traffic(), Status: node, Lags: lags,
 		Leading: leading, Recorder: cp, FenceDelay: cp.FenceDelay(), Logger: logger, Kube: kubeScaler})
-	decider := runbook.NewDecider(runbook.DeciderOptions{Config: cfg, Store: cp.Runs(), Traffic: cp.Traffic(), Status: node, Lags: lags,
+	decider := runbook.NewDecider(runbook.DeciderOptions{Config: cfg, Store: cp.LocalRuns(), Traffic: cp.LocalTraffic(), Status: node, Lags: lags,
 		Leading: leading, Started: func(*runbook.Run) { executor.Kick() }, Logger: logger,
 		Notice: func(msg string) { cp.Record(control.Event{Type: control.EventDecision, Message: msg}) }})
 	stopFollow := followActive(cp.State(), node, lags, logger)
