@@ -601,7 +601,7 @@ func (r *Runner) measure(ctx context.Context, res *Outcome, w *PGWorkload, resul
 	res.ClientErrors = len(result.Errors)
 	if len(result.Errors) > 0 {
 		res.ErrorWindowSeconds = seconds(result.ErrorWindow())
-		res.note("client errors: %s", r.Config.Redact(errorKinds(result.Errors, 3)))
+		res.note("client errors: %s", r.Config.Redact(ErrorKinds(result.Errors, 3)))
 	} else {
 		res.ErrorWindowSeconds = seconds(0)
 	}
@@ -654,9 +654,9 @@ func (r *Runner) measure(ctx context.Context, res *Outcome, w *PGWorkload, resul
 	}
 }
 
-// errorKinds counts the client errors by message, the most frequent
+// ErrorKinds counts the client errors by message, the most frequent
 // first, naming at most n.
-func errorKinds(errs []ClientError, n int) string {
+func ErrorKinds(errs []ClientError, n int) string {
 	count := map[string]int{}
 	for _, e := range errs {
 		count[e.Err]++

@@ -30,10 +30,12 @@ func (s *Spec) configYAML(n Region) string {
 		}
 		if s.LatencyMS > 0 {
 			// Raft timing for the link: heartbeat near the round trip,
-			// election ten round trips, the shortest lease etcd
-			// keeps with that (1.5 × election, whole seconds).
+			// election ten round trips, a lease etcd keeps with that
+			// (1.5 × election, whole seconds), at least 2s: nine
+			// processes share this machine, and a node whose quorum
+			// reads lag half a lease refuses writes.
 			hb := max(s.LatencyMS, 50)
-			w("  heartbeat: %dms\n  election_timeout: %dms\n  lease_ttl: %ds\n", hb, hb*10, (hb*15+999)/1000)
+			w("  heartbeat: %dms\n  election_timeout: %dms\n  lease_ttl: %ds\n", hb, hb*10, max(2, (hb*15+999)/1000))
 		}
 	}
 	sum := sha256.Sum256([]byte(s.Token))

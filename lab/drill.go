@@ -277,6 +277,9 @@ func (l *Lab) measure(ctx context.Context, res *DrillResult, w drill.Result, fau
 	res.WritesAcked = len(w.Acks)
 	res.ClientErrors = len(w.Errors)
 	if len(w.Errors) > 0 {
+		res.Notes = append(res.Notes, "client errors: "+strings.ReplaceAll(drill.ErrorKinds(w.Errors, 3), l.Password, "xxxxx"))
+	}
+	if len(w.Errors) > 0 {
 		res.ErrorWindowSeconds = seconds(w.ErrorWindow())
 	} else {
 		zero := 0.0

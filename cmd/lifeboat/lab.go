@@ -218,10 +218,11 @@ func (a *app) labDownCommand() *cobra.Command {
 func (a *app) labLinksCommand() *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:    "links",
-		Short:  "Run a loopback lab's fault proxies (started by lab up)",
-		Hidden: true,
-		Args:   noArgs,
+		Use:     "links",
+		Short:   "Run a loopback lab's fault proxies (started by lab up)",
+		Example: `  lifeboat lab links --dir /tmp/lifeboat-lab`,
+		Hidden:  true,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return lab.ServeLinks(dir)
 		},

@@ -77,7 +77,7 @@ func checkDrill(t *testing.T, scenario, out string) {
 	}
 	requireKeys(t, scenario, r, "scenario", "replication", "detect_seconds", "recover_seconds", "client_errors", "error_window_seconds",
 		"writes_acked", "writes_lost", "predicted_loss_seconds", "split_brain_violations", "run_id", "runbook_status", "report", "notes")
-	t.Logf("%s: detect %v recover %v errors %v acked %v lost %v split-brain %v", scenario, r["detect_seconds"], r["recover_seconds"], r["client_errors"], r["writes_acked"], r["writes_lost"], r["split_brain_violations"])
+	t.Logf("%s: detect %v recover %v errors %v acked %v lost %v split-brain %v; notes %v", scenario, r["detect_seconds"], r["recover_seconds"], r["client_errors"], r["writes_acked"], r["writes_lost"], r["split_brain_violations"], r["notes"])
 	if scenario == "replication-lag" {
 		// The lag gate refuses the automatic failover: nothing moves.
 		if r["runbook_status"] != "refused" || r["run_id"] != "" || !strings.Contains(fmt.Sprint(r["notes"]), "over max_lag_on_failover") {
