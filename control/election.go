@@ -197,14 +197,18 @@ func (e *Elector) place(ctx context.Context, yield chan<- string) {
 		rank = func(string) int { return 0 }
 	}
 	for {
-		if e.handOff != nil {
-			if err := e.handOff.HandOffLeadership(ctx, rank); err != nil && ctx.Err() == nil {
-				e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
+		// Nothing moves while a run is in progress: a raft leadership
+		// transfer stalls reads for a moment, and a run keeps its leader.
+		if !e.runInProgress(ctx) {
+			if e.handOff != nil {
+				if err := e.handOff.HandOffLeadership(ctx, rank); err != nil && ctx.Err() == nil {
+					e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
+				}
 			}
-		}
-		if to := e.betterCandidate(ctx); to != "" {
-			yield <- to
-			return
+			if to := e.betterCandidate(ctx); to != "" {
+				yield <- to
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -214,20 +218,23 @@ func (e *Elector) place(ctx context.Context, yield chan<- string) {
 	}
 }
 
-// betterCandidate is a campaigning node ranked better than this one, when
-// no run is in progress (a run keeps its leader), or "".
+// runInProgress says whether a run holds the lock (or the store cannot
+// tell).
+func (e *Elector) runInProgress(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	lock, err := e.store.Client().Get(rctx, e.store.key("run-lock"), clientv3.WithSerializable(), clientv3.WithCountOnly())
+	return err != nil || lock.Count > 0
+}
+
+// betterCandidate is a campaigning node ranked better than this one, or "".
 func (e *Elector) betterCandidate(ctx context.Context) string {
 	if e.rank == nil {
 		return ""
 	}
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	cli := e.store.Client()
-	lock, err := cli.Get(rctx, e.store.key("run-lock"), clientv3.WithSerializable(), clientv3.WithCountOnly())
-	if err != nil || lock.Count > 0 {
-		return ""
-	}
-	resp, err := cli.Get(rctx, e.store.key("leader"), clientv3.WithPrefix(), clientv3.WithSerializable())
+	resp, err := e.store.Client().Get(rctx, e.store.key("leader"), clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
 		return ""
 	}
