@@ -767,6 +767,9 @@ const commandOutput = 4 << 10
 // returns the end of its output (stdout and stderr), how long it took and
 // why it failed.
 func RunCommand(ctx context.Context, line string, timeout time.Duration, env ...string) (string, time.Duration, error) {
+	// Timed from before the deadline is set: a command killed at its
+	// timeout took at least the timeout.
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", line)
@@ -776,7 +779,6 @@ func RunCommand(ctx context.Context, line string, timeout time.Duration, env ...
 	cmd.WaitDelay = time.Second
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
-	start := time.Now()
 	err := cmd.Run()
 	took := time.Since(start)
 	out := buf.Bytes()
