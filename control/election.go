@@ -197,6 +197,13 @@ func (e *Elector) place(ctx context.Context, yield chan<- string) {
 		rank = func(string) int { return 0 }
 	}
 	for {
+		// A new leader settles first (the cluster may just have started,
+		// or just elected it).
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(handOffEvery):
+		}
 		// Nothing moves while a run is in progress: a raft leadership
 		// transfer stalls reads for a moment, and a run keeps its leader.
 		if !e.runInProgress(ctx) {
@@ -209,11 +216,6 @@ func (e *Elector) place(ctx context.Context, yield chan<- string) {
 				yield <- to
 				return
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(handOffEvery):
 		}
 	}
 }

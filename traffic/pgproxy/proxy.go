@@ -266,7 +266,7 @@ func (p *Proxy) serve(ctx context.Context, client net.Conn) {
 	} else if timedOut {
 		p.logger.Warn("connection held past the hold bound; connecting", "service", p.service)
 	}
-	if p.role == config.PGWriter && p.router.Source().Current().NoQuorum {
+	if p.role == config.PGWriter && !waitQuorum(ctx, p.router.Source(), quorumWait) {
 		sendError(client, "08006", "lifeboat: this node cannot reach a quorum of the control plane, so it cannot know the current primary; writes are refused to avoid a split brain (connect through another region's endpoint)")
 		return
 	}
@@ -376,4 +376,35 @@ func (p *Proxy) Status() EndpointStatus {
 	n := len(p.conns)
 	p.mu.Unlock()
 	return EndpointStatus{Listen: p.listen, Service: p.service, Role: p.role, Region: region, Epoch: epoch, Connections: n}
+}
+
+// quorumWait bounds how long a new writer connection waits for its node to
+// confirm the state again: a confirmation that lapses for a moment (a slow
+// quorum read, a raft leadership transfer) delays a client instead of
+// failing it; a node really cut off refuses it after this.
+const quorumWait = 2 * time.Second
+
+// waitQuorum returns true at once when the state is confirmed, else when it
+// is again within max; false if it is not (or ctx ends). Nothing is routed
+// while it waits.
+func waitQuorum(ctx context.Context, src traffic.StateSource, max time.Duration) bool {
+	if !src.Current().NoQuorum {
+		return true
+	}
+	changes, stop := src.Subscribe()
+	defer stop()
+	timer := time.NewTimer(max)
+	defer timer.Stop()
+	for {
+		if !src.Current().NoQuorum {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return !src.Current().NoQuorum
+		case <-changes:
+		}
+	}
 }
