@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lifeboat-dr/lifeboat/traffic"
@@ -133,13 +134,9 @@ func (s *Store) tryUpdate(ctx context.Context, f Fence, mutate func(*traffic.Sta
 	if err != nil {
 		return before, err
 	}
-	var h chainHead
-	var seqRev int64
-	if len(head.Kvs) > 0 {
-		if h, err = parseHead(head.Kvs[0].Value); err != nil {
-			return before, fmt.Errorf("control: %s: %w", seqKey, err)
-		}
-		seqRev = head.Kvs[0].ModRevision
+	h, seqRev, err := headOf(head.Kvs)
+	if err != nil {
+		return before, fmt.Errorf("control: %s: %w", seqKey, err)
 	}
 	st := before
 	if err := mutate(&st); err != nil {
@@ -149,8 +146,7 @@ func (s *Store) tryUpdate(ctx context.Context, f Fence, mutate func(*traffic.Sta
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	e.Seq, e.Prev = h.Seq+1, h.Hash
-	sealed, eb := sealEvent(e)
+	_, chained := s.link(h, []Event{e})
 	b, _ := json.Marshal(st)
 	k := s.key("state")
 	resp, err := s.cli.Txn(ctx).If(
@@ -158,9 +154,7 @@ func (s *Store) tryUpdate(ctx context.Context, f Fence, mutate func(*traffic.Sta
 		clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.Rev),
 		clientv3.Compare(clientv3.ModRevision(seqKey), "=", seqRev),
 	).Then(
-		clientv3.OpPut(k, string(b)),
-		clientv3.OpPut(seqKey, chainHead{Seq: sealed.Seq, Hash: sealed.Hash}.String()),
-		clientv3.OpPut(s.eventKey(sealed.Seq), string(eb)),
+		append([]clientv3.Op{clientv3.OpPut(k, string(b))}, chained...)...,
 	).Else(
 		clientv3.OpGet(f.Key),
 	).Commit()
@@ -334,24 +328,11 @@ func (s *Store) AppendBatch(ctx context.Context, events []Event) ([]Event, error
 	}
 	kvs := resp.Kvs
 	for attempt := 0; attempt < appendAttempts; attempt++ {
-		var h chainHead
-		var rev int64
-		if len(kvs) > 0 {
-			if h, err = parseHead(kvs[0].Value); err != nil {
-				return events, fmt.Errorf("control: append event: %s: %w", seqKey, err)
-			}
-			rev = kvs[0].ModRevision
+		h, rev, err := headOf(kvs)
+		if err != nil {
+			return events, fmt.Errorf("control: append event: %s: %w", seqKey, err)
 		}
-		sealed := make([]Event, len(events))
-		ops := make([]clientv3.Op, 0, len(events)+1)
-		for i, e := range events {
-			e.Seq, e.Prev = h.Seq+1, h.Hash
-			var b []byte
-			sealed[i], b = sealEvent(e)
-			h = chainHead{Seq: sealed[i].Seq, Hash: sealed[i].Hash}
-			ops = append(ops, clientv3.OpPut(s.eventKey(sealed[i].Seq), string(b)))
-		}
-		ops = append(ops, clientv3.OpPut(seqKey, h.String()))
+		sealed, ops := s.link(h, events)
 		txn, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(seqKey), "=", rev)).
 			Then(ops...).
@@ -406,6 +387,31 @@ func parseHead(v []byte) (chainHead, error) {
 		return chainHead{}, fmt.Errorf("the chain's head %q is not \"<seq> <hash>\"", v)
 	}
 	return chainHead{Seq: n, Hash: hash}, nil
+}
+
+// headOf reads the stream's head from the events-seq key as read (none:
+// the empty chain) and the revision to compare it with.
+func headOf(kvs []*mvccpb.KeyValue) (chainHead, int64, error) {
+	if len(kvs) == 0 {
+		return chainHead{}, 0, nil
+	}
+	h, err := parseHead(kvs[0].Value)
+	return h, kvs[0].ModRevision, err
+}
+
+// link chains events after head h: the sealed events, and the puts that
+// store them and the new head.
+func (s *Store) link(h chainHead, events []Event) ([]Event, []clientv3.Op) {
+	sealed := make([]Event, len(events))
+	ops := make([]clientv3.Op, 0, len(events)+1)
+	for i, e := range events {
+		e.Seq, e.Prev = h.Seq+1, h.Hash
+		var b []byte
+		sealed[i], b = sealEvent(e)
+		h = chainHead{Seq: sealed[i].Seq, Hash: sealed[i].Hash}
+		ops = append(ops, clientv3.OpPut(s.eventKey(sealed[i].Seq), string(b)))
+	}
+	return sealed, append(ops, clientv3.OpPut(s.key("events-seq"), h.String()))
 }
 
 // sealEvent sets e's Hash from its Prev and content (see Event) and
