@@ -13,6 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
@@ -106,6 +107,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		// sends there hang until their deadline. Notice within ~2s.
 		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second,
 		Logger: zap.NewNop(), AutoSyncInterval: autoSync,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(retryDropped)},
 	})
 	if err != nil {
 		p.Close(context.Background())
