@@ -69,7 +69,8 @@ const confirmWait = 10 * time.Second
 
 // Fence makes the server at dsn refuse writes: ALTER SYSTEM SET
 // default_transaction_read_only = on and pg_reload_conf(), then, once a new
-// session confirms that it starts read-only, it ends every other client
+// session confirms that it starts read-only, it lets the transactions in
+// progress finish (up to drainWait) and then ends every other client
 // session (pg_terminate_backend, waiting up to 5s for each), so that no
 // session opened before the fence goes on writing. Replication
 // connections are left alone: the standbys must still catch up.
@@ -119,8 +120,17 @@ func terminateClients(ctx context.Context, ep *endpoint) (int, error) {
 		return 0, err
 	}
 	started := time.Now()
-	rows, err := conn.Query(ctx, `SELECT pid, backend_start, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+	// The drain and the termination go in one round trip.
+	batch := &pgx.Batch{}
+	batch.Queue(drainSQL(drainWait))
+	batch.Queue(`SELECT pid, backend_start, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
+	br := conn.SendBatch(ctx, batch)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return 0, ep.fail(ctx, "query", err, started)
+	}
+	rows, err := br.Query()
 	if err != nil {
 		return 0, ep.fail(ctx, "query", err, started)
 	}
@@ -129,6 +139,9 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 		err := r.Scan(&b.pid, &b.start, &b.ended)
 		return b, err
 	})
+	if cerr := br.Close(); err == nil && cerr != nil {
+		return 0, ep.fail(ctx, "query", cerr, started)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return terminateEach(ctx, ep)
@@ -143,6 +156,33 @@ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`)
 		}
 	}
 	return n, stillThere(ctx, ep, all, nil)
+}
+
+// drainWait bounds how long a fence lets the transactions in progress
+// finish before it ends their sessions.
+const drainWait = time.Second
+
+// drainSQL waits, on the server (one round trip), until no other client
+// session is inside a transaction or running a statement, at most max.
+// Once a fence's reload has reached them, sessions start every new
+// transaction read-only; what they had begun before may still commit. A
+// statement ended midway leaves its client unsure whether it committed
+// (with synchronous replication, a COMMIT waiting for the standby is one
+// such statement); one allowed to finish gives a clear answer, and the
+// standby has it before the catch-up step compares positions.
+// pg_stat_clear_snapshot makes each look see the sessions as they are now.
+func drainSQL(max time.Duration) string {
+	return fmt.Sprintf(`DO $$
+DECLARE deadline timestamptz := clock_timestamp() + interval '%d milliseconds';
+BEGIN
+	LOOP
+		PERFORM pg_stat_clear_snapshot();
+		EXIT WHEN clock_timestamp() > deadline OR NOT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+				AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)', 'fastpath function call'));
+		PERFORM pg_sleep(0.005);
+	END LOOP;
+END $$`, max.Milliseconds())
 }
 
 // backend is a client session of the server.

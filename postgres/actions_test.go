@@ -117,6 +117,52 @@ func TestFenceUnfence(t *testing.T) {
 	}
 }
 
+// A transaction in progress when the fence comes (here, one statement
+// still running) is let finish and commits; its session is ended after.
+func TestFenceLetsTransactionsFinish(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPostgres(t, testenv.PGOptions{})
+	ctx := within(t, 2*time.Minute)
+	pg.Primary.Exec(t, "CREATE TABLE drained (id int)")
+	busy := pg.Primary.Conn(t)
+	var pid int32
+	if err := busy.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := busy.Exec(ctx, "BEGIN; INSERT INTO drained VALUES (1); SELECT pg_sleep(0.5); COMMIT")
+		done <- err
+	}()
+	for {
+		var state string
+		if err := pg.Primary.QueryRow(t, "SELECT coalesce(state, '') FROM pg_stat_activity WHERE pid = $1", pid).Scan(&state); err != nil {
+			t.Fatal(err)
+		}
+		if state == "active" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	res, err := Fence(ctx, pg.Primary.DSN())
+	if err != nil {
+		t.Fatalf("fence: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the transaction in progress during the fence: %v", err)
+	}
+	var n int
+	if err := pg.Primary.QueryRow(t, "SELECT count(*) FROM drained").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rows: %d, %v; want the one the transaction committed", n, err)
+	}
+	if res.Terminated < 1 {
+		t.Fatalf("fence: %+v, want the finished session ended", res)
+	}
+	if _, err := busy.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("the session survived the fence")
+	}
+}
+
 // assertWrite inserts a row through a new session and checks that it
 // fails with SQLSTATE code, or succeeds when code is empty.
 func assertWrite(t *testing.T, ctx context.Context, dsn, code string) {
