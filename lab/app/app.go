@@ -388,8 +388,8 @@ func (s *Server) dbContext(r *http.Request) (context.Context, context.CancelFunc
 
 // withConn runs fn on a pooled connection. A failure that happened before
 // anything could have committed (no connection, a connection that broke
-// before the statement was sent, the table missing) is retried once on a
-// fresh connection; any other failure is returned, since the statement may
+// before the statement was sent, the table missing, a write refused by a
+// fenced server) is retried once on a fresh connection; any other failure is returned, since the statement may
 // have committed: the client retries with the same id.
 func (s *Server) withConn(ctx context.Context, needTable bool, fn func(context.Context, *conn) error) error {
 	err := s.attempt(ctx, needTable, fn)
@@ -436,8 +436,13 @@ func (s *Server) afterFailure(err error) error {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr):
-		if pgErr.Code == "42P01" { // undefined_table: a new, empty database
+		switch pgErr.Code {
+		case "42P01": // undefined_table: a new, empty database
 			s.tableReady.Store(false)
+		case "25006": // read_only_sql_transaction: the server was fenced
+			// Its other sessions are as stale; a new connection goes where
+			// the writer endpoint sends it now (held during a switchover).
+			s.pool.reset()
 		}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.As(err, new(errPoolClosed)):
 	default:
@@ -455,7 +460,9 @@ func retryable(err error) bool {
 	case errors.As(err, &ce):
 		return true
 	case errors.As(err, &pgErr):
-		return pgErr.Code == "42P01"
+		// A missing table, or a write refused by a fenced (read-only)
+		// server: nothing committed either way.
+		return pgErr.Code == "42P01" || pgErr.Code == "25006"
 	default:
 		return pgconn.SafeToRetry(err)
 	}

@@ -206,7 +206,10 @@ func startEndpoint(t *testing.T, target string) *endpoint {
 				c.Close()
 				continue
 			}
-			s, err := net.Dial("tcp", target)
+			e.mu.Lock()
+			to := e.target
+			e.mu.Unlock()
+			s, err := net.Dial("tcp", to)
 			if err != nil {
 				c.Close()
 				continue
@@ -224,6 +227,13 @@ func startEndpoint(t *testing.T, target string) *endpoint {
 		e.wg.Wait()
 	})
 	return e
+}
+
+// retarget sends new connections to addr, leaving the others be.
+func (e *endpoint) retarget(addr string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.target = addr
 }
 
 func (e *endpoint) closeAll() {
@@ -320,6 +330,25 @@ func TestOutages(t *testing.T) {
 	pg.Primary.Exec(t, "ALTER SYSTEM RESET default_transaction_read_only")
 	pg.Primary.Exec(t, "SELECT pg_reload_conf()")
 	pollStatus(t, c, `{"id": 300, "amount": 3}`, http.StatusCreated)
+
+	// A switchover: the old primary is fenced but its sessions stay
+	// open, and new connections reach the promoted standby. A write on a
+	// pooled connection is refused as read-only, which proves nothing
+	// committed: the app writes again on a fresh connection, no 503.
+	pg.WaitStreaming(t)
+	for i := range 4 {
+		c.post(fmt.Sprintf(`{"id": %d, "amount": 4}`, 400+i)).want(t, "write before the switchover", http.StatusCreated)
+	}
+	pg.Primary.Exec(t, "ALTER SYSTEM SET default_transaction_read_only = on")
+	pg.Primary.Exec(t, "SELECT pg_reload_conf()")
+	pg.Standby.Exec(t, "SELECT pg_promote()")
+	ep.retarget(fmt.Sprintf("127.0.0.1:%d", pg.Standby.Port))
+	time.Sleep(200 * time.Millisecond) // the reload reaches the pooled sessions
+	a = c.post(`{"id": 500, "amount": 5}`)
+	a.want(t, "write after the switchover", http.StatusCreated)
+	if a.body["db"] != pg.Standby.Name {
+		t.Errorf("write after the switchover confirmed by %v, want the promoted %s", a.body["db"], pg.Standby.Name)
+	}
 
 	// An outage is logged when it starts and when it ends, not per request.
 	text := logs.String()
