@@ -442,7 +442,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 		}
 	}
 	if err := waitPG(ctx, l.PGDSN(r.IP, PortPostgres), ""); err != nil {
-		return err
+		return fmt.Errorf("lab: %s's database after the %s: %w%s", r.Name, scenario, err, l.pgLogTails(r))
 	}
 	if err := l.waitNodes(ctx); err != nil {
 		return err

@@ -96,10 +96,19 @@ func (l *Lab) killRegion(ctx context.Context, r Region) {
 		}
 		return
 	}
-	out, _ := exec.CommandContext(ctx, "ip", "netns", "pids", r.NS).Output()
-	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil {
-			syscall.Kill(pid, syscall.SIGKILL)
+	// A process forked between the listing and its parent's death (a
+	// backend for a connection arriving then) is not in the listing: list
+	// again until the namespace is empty (bounded).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, _ := exec.CommandContext(ctx, "ip", "netns", "pids", r.NS).Output()
+		pids := strings.Fields(string(out))
+		if len(pids) == 0 || time.Now().After(deadline) {
+			return
+		}
+		for _, f := range pids {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	}
 }

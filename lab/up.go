@@ -191,6 +191,12 @@ fsync = off
 // (the directory is removed when lab up fails).
 func (l *Lab) logTails() string {
 	files, _ := filepath.Glob(filepath.Join(l.Dir, "logs", "*.log"))
+	return tails(files, filepath.Base)
+}
+
+// tails is the last lines of each file that has some, each under its
+// name as label gives it.
+func tails(files []string, label func(string) string) string {
 	var b strings.Builder
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -200,9 +206,15 @@ func (l *Lab) logTails() string {
 		if len(data) > 1500 {
 			data = data[len(data)-1500:]
 		}
-		fmt.Fprintf(&b, "\n--- %s (last lines)\n%s", filepath.Base(f), data)
+		fmt.Fprintf(&b, "\n--- %s (last lines)\n%s", label(f), data)
 	}
 	return b.String()
+}
+
+// pgLogTails is the end of region r's PostgreSQL logs: the one of the
+// server the lab started and the one of a server a runbook restarted.
+func (l *Lab) pgLogTails(r Region) string {
+	return tails([]string{filepath.Join(l.Dir, "logs", r.Name+"-postgres.log"), l.pgDir(r) + ".log"}, func(f string) string { return f })
 }
 
 // startPostgresIn starts region r's PostgreSQL server on its data
