@@ -414,8 +414,7 @@ func (l *Lab) planned(ctx context.Context, kind string, from, to Region, res *Dr
 func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback bool) error {
 	switch scenario {
 	case RegionOutage:
-		l.waitPostmasterGone(r)
-		if err := l.startPostgresIn(r); err != nil {
+		if err := l.restartPostgres(ctx, r); err != nil {
 			return err
 		}
 		if err := l.startRedisIn(r, ""); err != nil {
@@ -432,8 +431,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 			}
 		}
 	case DBCrash:
-		l.waitPostmasterGone(r)
-		if err := l.startPostgresIn(r); err != nil {
+		if err := l.restartPostgres(ctx, r); err != nil {
 			return err
 		}
 	case NetworkPartition:

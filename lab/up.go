@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -217,6 +218,30 @@ func (l *Lab) pgLogTails(r Region) string {
 	return tails([]string{filepath.Join(l.Dir, "logs", r.Name+"-postgres.log"), l.pgDir(r) + ".log"}, func(f string) string { return f })
 }
 
+// restartPostgres starts region r's killed PostgreSQL server again and
+// waits until it answers. A server that exits while it starts is started
+// again, up to three times: under load, what its killed predecessor held
+// may take a moment to go.
+func (l *Lab) restartPostgres(ctx context.Context, r Region) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		l.waitPostmasterGone(r)
+		if err = l.startPostgresIn(r); err != nil {
+			return err
+		}
+		pid := l.Pids[r.Name+"/postgres"]
+		alive := func() bool { return syscall.Kill(pid, 0) == nil }
+		if err = waitPGWhile(ctx, l.PGDSN(r.IP, PortPostgres), "", alive); !errors.Is(err, errServerExited) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		return fmt.Errorf("lab: %s's database: %w%s", r.Name, err, l.pgLogTails(r))
+	}
+	return nil
+}
+
 // startPostgresIn starts region r's PostgreSQL server on its data
 // directory, as the postgres user.
 func (l *Lab) startPostgresIn(r Region) error {
@@ -237,8 +262,20 @@ func appendFile(path, text string) error {
 
 // waitPG waits until the server at dsn answers, then runs sql if set.
 func waitPG(ctx context.Context, dsn, sql string) error {
+	return waitPGWhile(ctx, dsn, sql, nil)
+}
+
+// errServerExited says the server waited for has exited.
+var errServerExited = errors.New("the server exited")
+
+// waitPGWhile is waitPG that gives up early once alive (when set) says
+// the server's process has exited.
+func waitPGWhile(ctx context.Context, dsn, sql string, alive func() bool) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		if alive != nil && !alive() {
+			return errServerExited
+		}
 		c, err := pgx.Connect(ctx, dsn)
 		if err == nil {
 			if sql != "" {
