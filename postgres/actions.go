@@ -61,6 +61,10 @@ type FenceResult struct {
 	AlreadyFenced bool
 	// Terminated is the number of other client sessions ended.
 	Terminated int
+	// Busy names the sessions still inside a transaction when the drain
+	// gave up waiting (pid, application_name, state, wait event), or is
+	// empty when every transaction in progress finished.
+	Busy string
 }
 
 // confirmWait bounds the wait for a reloaded setting to reach new
@@ -88,8 +92,16 @@ func Fence(ctx context.Context, dsn string) (FenceResult, error) {
 	}
 	res.AlreadyFenced = before
 	// Our own session writes: read-only must not apply to it.
-	ep := newEndpoint(dsn, map[string]string{"default_transaction_read_only": "off"})
+	// Named apart: a fence's drain does not wait for another's.
+	ep := newEndpoint(dsn, map[string]string{"default_transaction_read_only": "off", "application_name": fenceApplicationName})
 	defer closeEndpoint(ep)
+	if ep.config != nil {
+		ep.config.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+			if busy, ok := strings.CutPrefix(n.Message, drainNotice); ok {
+				res.Busy = busy
+			}
+		}
+	}
 	if err := execSQL(ctx, ep, "ALTER SYSTEM SET default_transaction_read_only = on"); err != nil {
 		return res, fmt.Errorf("fence: ALTER SYSTEM SET default_transaction_read_only = on: %w", err)
 	}
@@ -171,19 +183,38 @@ const drainWait = time.Second
 // such statement); one allowed to finish gives a clear answer, and the
 // standby has it before the catch-up step compares positions.
 // pg_stat_clear_snapshot makes each look see the sessions as they are now.
+// When it gives up, it names the sessions still busy in a notice.
 func drainSQL(max time.Duration) string {
 	return fmt.Sprintf(`DO $$
-DECLARE deadline timestamptz := clock_timestamp() + interval '%d milliseconds';
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '%d milliseconds';
+	busy text;
 BEGIN
 	LOOP
 		PERFORM pg_stat_clear_snapshot();
-		EXIT WHEN clock_timestamp() > deadline OR NOT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-				AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)', 'fastpath function call'));
+		SELECT string_agg(format('%%s %%s (%%s%%s)', pid, coalesce(nullif(application_name, ''), '-'), state,
+			coalesce(', waiting on ' || wait_event, '')), ', ') INTO busy
+		FROM pg_stat_activity
+		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> %s
+			AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)', 'fastpath function call');
+		EXIT WHEN busy IS NULL;
+		IF clock_timestamp() > deadline THEN
+			RAISE NOTICE '%%', %s || busy;
+			EXIT;
+		END IF;
 		PERFORM pg_sleep(0.005);
 	END LOOP;
-END $$`, max.Milliseconds())
+END $$`, max.Milliseconds(), quoteLiteral(fenceApplicationName), quoteLiteral(drainNotice))
 }
+
+// fenceApplicationName names a fence's session in pg_stat_activity.
+const fenceApplicationName = "lifeboat-fence"
+
+// drainNotice starts the notice of a drain that gave up.
+const drainNotice = "lifeboat drain gave up on: "
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // backend is a client session of the server.
 type backend struct {

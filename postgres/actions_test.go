@@ -87,6 +87,10 @@ func TestFenceUnfence(t *testing.T) {
 	if res.AlreadyFenced || res.Terminated < 1 {
 		t.Fatalf("fence: %+v, want not already fenced and at least one session ended", res)
 	}
+	// The transaction never ends: the drain gives up on it and says so.
+	if !strings.Contains(res.Busy, "idle in transaction") {
+		t.Errorf("fence: busy sessions %q, want the one left idle in its transaction", res.Busy)
+	}
 	if _, err := before.Exec(ctx, "INSERT INTO fenced VALUES (2)"); err == nil {
 		t.Fatal("the session opened before the fence still writes")
 	}
@@ -155,8 +159,8 @@ func TestFenceLetsTransactionsFinish(t *testing.T) {
 	if err := pg.Primary.QueryRow(t, "SELECT count(*) FROM drained").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows: %d, %v; want the one the transaction committed", n, err)
 	}
-	if res.Terminated < 1 {
-		t.Fatalf("fence: %+v, want the finished session ended", res)
+	if res.Terminated < 1 || res.Busy != "" {
+		t.Fatalf("fence: %+v, want the finished session ended and none left busy", res)
 	}
 	if _, err := busy.Exec(ctx, "SELECT 1"); err == nil {
 		t.Fatal("the session survived the fence")

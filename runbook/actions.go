@@ -356,7 +356,11 @@ func pgFence(ctx context.Context, x *execution, s *StepRun) (string, error) {
 	if res.AlreadyFenced {
 		return "already read-only", nil
 	}
-	return fmt.Sprintf("read-only; %d client sessions terminated", res.Terminated), nil
+	out := fmt.Sprintf("read-only; %d client sessions terminated", res.Terminated)
+	if res.Busy != "" {
+		out += "; still in a transaction after the drain: " + res.Busy
+	}
+	return out, nil
 }
 
 func pgUnfence(ctx context.Context, x *execution, s *StepRun) (string, error) {
