@@ -108,39 +108,59 @@ func (c *StateCache) markConfirmed() {
 
 // confirm reads the state with a linearizable read several times per
 // staleAfter. A read may take longer than staleAfter (a slow store is not
-// a lost quorum): it confirms the state as of when it was sent.
+// a lost quorum): it confirms the state as of when it was sent. Reads
+// overlap (up to confirmReads in flight): one read held up on its way
+// does not hold up the confirmations sent after it.
 func (c *StateCache) confirm(ctx context.Context) {
 	every := c.staleAfter / 4
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var reads sync.WaitGroup
+	defer reads.Wait()
+	inFlight := make(chan struct{}, confirmReads)
+	var lastApplied time.Time // when the read last applied was sent
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		select {
+		case inFlight <- struct{}{}:
+		default:
+			continue // as many reads wait already
+		}
 		sent := time.Now()
-		rctx, cancel := context.WithTimeout(ctx, c.staleAfter)
-		st, _, err := c.store.LoadState(rctx)
-		cancel()
-		if err != nil {
-			continue
-		}
-		c.mu.Lock()
-		if sent.After(c.confirmed) {
-			c.confirmed = sent
-		}
-		c.mu.Unlock()
-		if time.Since(sent) > c.staleAfter {
-			continue // confirmed too long ago to route writes by
-		}
-		if c.Current().NoQuorum {
-			c.logger.Info("quorum reached again: routing writes")
-		}
-		st.NoQuorum = false
-		c.apply(st)
+		reads.Go(func() {
+			defer func() { <-inFlight }()
+			rctx, cancel := context.WithTimeout(ctx, c.staleAfter)
+			st, _, err := c.store.LoadState(rctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if sent.After(c.confirmed) {
+				c.confirmed = sent
+			}
+			// A read sent before the one last applied may carry an older
+			// state; a read confirmed too long ago routes nothing.
+			if !sent.After(lastApplied) || time.Since(sent) > c.staleAfter {
+				return
+			}
+			lastApplied = sent
+			if c.Current().NoQuorum {
+				c.logger.Info("quorum reached again: routing writes")
+			}
+			st.NoQuorum = false
+			c.apply(st)
+		})
 	}
 }
+
+// confirmReads bounds the confirmation reads in flight at once.
+const confirmReads = 4
 
 // watchdog marks the state NoQuorum as soon as it has gone unconfirmed
 // for staleAfter, whatever the reads in flight: the fence delay of a
