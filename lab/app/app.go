@@ -386,11 +386,10 @@ func (s *Server) dbContext(r *http.Request) (context.Context, context.CancelFunc
 	return context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.Timeout)
 }
 
-// withConn runs fn on a pooled connection. A failure that happened before
-// anything could have committed (no connection, a connection that broke
-// before the statement was sent, the table missing, a write refused by a
-// fenced server) is retried once on a fresh connection; any other failure is returned, since the statement may
-// have committed: the client retries with the same id.
+// withConn runs fn on a pooled connection. A failure after which fn may
+// safely run again (see retryable: a broken connection, a missing table,
+// a fenced server) is retried once on a fresh connection; any other
+// failure is returned.
 func (s *Server) withConn(ctx context.Context, needTable bool, fn func(context.Context, *conn) error) error {
 	err := s.attempt(ctx, needTable, fn)
 	if err != nil && ctx.Err() == nil && retryable(err) {
@@ -439,10 +438,13 @@ func (s *Server) afterFailure(err error) error {
 		switch pgErr.Code {
 		case "42P01": // undefined_table: a new, empty database
 			s.tableReady.Store(false)
-		case "25006": // read_only_sql_transaction: the server was fenced
-			// Its other sessions are as stale; a new connection goes where
-			// the writer endpoint sends it now (held during a switchover).
-			s.pool.reset()
+		default:
+			if connectionLost(pgErr) {
+				// The other pooled sessions are as stale; a new connection
+				// goes where the writer endpoint sends it now (held during
+				// a switchover).
+				s.pool.reset()
+			}
 		}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.As(err, new(errPoolClosed)):
 	default:
@@ -451,21 +453,33 @@ func (s *Server) afterFailure(err error) error {
 	return err
 }
 
-// retryable reports whether err certainly happened before a statement
-// could commit.
+// retryable reports whether fn may run again on a fresh connection after
+// err. Every statement of the app may: the reads and the health check
+// change nothing, and a write carries the client's id, so that running it
+// again after it committed finds the row and compares it (ON CONFLICT DO
+// NOTHING, then a read). So a connection that broke (refused, closed by
+// the writer endpoint on a change of epoch or a lapse of its quorum,
+// ended by a fence or an operator: see connectionLost) is worth one more
+// attempt; a missing table is too. Another refusal by the server, or the
+// request's time spent, is final.
 func retryable(err error) bool {
-	var ce *pgconn.ConnectError
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.As(err, &ce):
-		return true
 	case errors.As(err, &pgErr):
-		// A missing table, or a write refused by a fenced (read-only)
-		// server: nothing committed either way.
-		return pgErr.Code == "42P01" || pgErr.Code == "25006"
+		return pgErr.Code == "42P01" || connectionLost(pgErr)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), pgconn.Timeout(err), errors.As(err, new(errPoolClosed)):
+		return false
 	default:
-		return pgconn.SafeToRetry(err)
+		return true
 	}
+}
+
+// connectionLost reports whether the server's refusal is about the
+// connection rather than the statement: a fenced server (25006
+// read_only_sql_transaction), a session ended by an operator or a fence
+// (class 57, e.g. 57P01 admin_shutdown), a connection failure (class 08).
+func connectionLost(e *pgconn.PgError) bool {
+	return e.Code == "25006" || strings.HasPrefix(e.Code, "57P") || strings.HasPrefix(e.Code, "08")
 }
 
 // ensureTable creates the table when it is missing, under an advisory lock

@@ -181,12 +181,13 @@ func TestTransactions(t *testing.T) {
 // connections to the database, can refuse them (down), and closes every
 // connection it made at once, as the endpoint does on a change of epoch.
 type endpoint struct {
-	ln     net.Listener
-	target string
-	up     atomic.Bool
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
+	ln       net.Listener
+	target   string
+	up       atomic.Bool
+	dropNext atomic.Bool
+	mu       sync.Mutex
+	conns    []net.Conn
+	wg       sync.WaitGroup
 }
 
 func startEndpoint(t *testing.T, target string) *endpoint {
@@ -217,7 +218,7 @@ func startEndpoint(t *testing.T, target string) *endpoint {
 			e.mu.Lock()
 			e.conns = append(e.conns, c, s)
 			e.mu.Unlock()
-			e.wg.Go(func() { io.Copy(s, c); s.Close(); c.Close() })
+			e.wg.Go(func() { e.forward(s, c); s.Close(); c.Close() })
 			e.wg.Go(func() { io.Copy(c, s); s.Close(); c.Close() })
 		}
 	})
@@ -227,6 +228,27 @@ func startEndpoint(t *testing.T, target string) *endpoint {
 		e.wg.Wait()
 	})
 	return e
+}
+
+// forward copies what the client sends to the server; when dropNext is
+// set, the next message is not forwarded: the connection is closed
+// instead, as a statement in flight meets a change of epoch.
+func (e *endpoint) forward(server, client net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 {
+			if e.dropNext.CompareAndSwap(true, false) {
+				return
+			}
+			if _, werr := server.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // retarget sends new connections to addr, leaving the others be.
@@ -297,6 +319,21 @@ func TestOutages(t *testing.T) {
 		c.post(`{"id": 100, "amount": 100}`).want(t, "write after the endpoint closed every connection", http.StatusCreated)
 		if h := c.do(http.MethodGet, "/healthz", ""); h.status != http.StatusOK {
 			t.Errorf("round %d: healthz after the endpoint closed every connection = %d %q", round, h.status, h.text)
+		}
+	}
+
+	// The endpoint closes a connection with a statement on its way (a
+	// change of epoch, a lapse of its quorum): the write, which carries
+	// its id, is written again on a fresh connection.
+	for i, path := range []string{"/transactions", "/transactions/100"} {
+		ep.dropNext.Store(true)
+		if path == "/transactions" {
+			c.post(`{"id": 101, "amount": 101}`).want(t, "write whose connection closed in flight", http.StatusCreated)
+		} else {
+			c.do(http.MethodGet, path, "").want(t, "read whose connection closed in flight", http.StatusOK)
+		}
+		if ep.dropNext.Load() {
+			t.Errorf("case %d: no statement met the closing connection", i)
 		}
 	}
 
