@@ -57,6 +57,10 @@ const (
 const (
 	PGWriter = "writer"
 	PGReader = "reader"
+
+	// Relays of a Postgres endpoint.
+	RelayAuto = "auto"
+	RelayUser = "user"
 )
 
 // API token roles.
@@ -323,6 +327,11 @@ type PostgresPort struct {
 	Service string `yaml:"service"`
 	// Role is writer or reader. Default writer.
 	Role string `yaml:"role"`
+	// Relay is how the bytes of a connection cross the endpoint once it
+	// has reached its server: auto (default) joins the two sockets in the
+	// kernel (a BPF sockhash; needs root, else it falls back) so they no
+	// longer pass through Lifeboat; user copies them in Lifeboat.
+	Relay string `yaml:"relay"`
 }
 
 // Policy is the recovery objectives and the failover decision rules.
@@ -503,7 +512,7 @@ func (r *DNSRecord) setDefaults() { r.Policy = PolicyFailover }
 
 func (r *HTTPRoute) setDefaults() { r.PathPrefix = "/" }
 
-func (p *PostgresPort) setDefaults() { p.Role = PGWriter }
+func (p *PostgresPort) setDefaults() { p.Role, p.Relay = PGWriter, RelayAuto }
 
 func (l *LLM) setDefaults() {
 	l.Provider = "openai"

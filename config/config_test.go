@@ -211,6 +211,7 @@ func TestBadInput(t *testing.T) {
 		{"listen twice", base + "api:\n  listen: 127.0.0.1:9000\ntraffic:\n  http:\n    listen: 127.0.0.1:9000\n", `lifeboat.yaml:17: traffic.http.listen: 127.0.0.1:9000 is also api.listen's listen address`},
 		{"bad listen", base + "api:\n  listen: 9000\n", `lifeboat.yaml:14: api.listen: "9000" is not host:port`},
 		{"writer on http", base + "traffic:\n  postgres:\n    - listen: 127.0.0.1:6432\n      service: web\n", `traffic.postgres[0].service: service "web" is http; expected postgres`},
+		{"bad relay", base + "traffic:\n  postgres:\n    - listen: 127.0.0.1:6432\n      service: web\n      relay: ebpf\n", `traffic.postgres[0].relay: "ebpf" is not one of auto, user`},
 		{"token not hashed", base + "api:\n  tokens:\n    - name: ops\n      role: operator\n      sha256: my-token\n", `lifeboat.yaml:17: api.tokens[0].sha256: must be the 64 lower-case hex digits`},
 		{"tls half", base + "api:\n  tls:\n    cert: /c.pem\n", `api.tls: cert and key go together`},
 		{"auto never", base + "policy:\n  failover: auto\n  max_auto_failovers: 0\n", `policy.max_auto_failovers: is 0, so failover: auto could never act`},

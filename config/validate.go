@@ -596,6 +596,7 @@ func (v *validator) traffic() {
 		claim(p+".listen", pg.Listen)
 		service(p+".service", pg.Service, KindPostgres)
 		v.oneOf(p+".role", pg.Role, PGWriter, PGReader)
+		v.oneOf(p+".relay", pg.Relay, RelayAuto, RelayUser)
 	}
 }
 

@@ -8,8 +8,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/sockmap"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 	"github.com/lifeboat-dr/lifeboat/traffic/dnsserver"
 	"github.com/lifeboat-dr/lifeboat/traffic/httpproxy"
@@ -19,15 +21,28 @@ import (
 // Plane is the set of data-plane servers of a topology.
 type Plane struct {
 	router *traffic.Router
+	logger *slog.Logger
 	dns    *dnsserver.Server
 	http   *httpproxy.Proxy
 	pg     []*pgproxy.Proxy
+	kernel *kernelRelay // for the Postgres endpoints whose relay is auto
 	opened []interface{ Close(context.Context) error }
+}
+
+// kernelRelay gives the Postgres endpoints the kernel's splicer once Open
+// has loaded it (before the endpoints accept anything).
+type kernelRelay struct{ s *sockmap.Splicer }
+
+func (k *kernelRelay) Join(a, b net.Conn) (func(), error) {
+	if k.s == nil {
+		return nil, errors.New("the kernel relay is not loaded")
+	}
+	return k.s.Join(a, b)
 }
 
 // New builds a server for each section of cfg.Traffic that is set.
 func New(cfg *config.Config, router *traffic.Router, logger *slog.Logger) (*Plane, error) {
-	p := &Plane{router: router}
+	p := &Plane{router: router, logger: logger}
 	var err error
 	if cfg.Traffic.DNS != nil {
 		if p.dns, err = dnsserver.New(cfg, router, logger); err != nil {
@@ -40,7 +55,14 @@ func New(cfg *config.Config, router *traffic.Router, logger *slog.Logger) (*Plan
 		}
 	}
 	for _, port := range cfg.Traffic.Postgres {
-		pp, err := pgproxy.New(cfg, port, router, pgproxy.Options{Logger: logger})
+		opts := pgproxy.Options{Logger: logger}
+		if port.Relay == config.RelayAuto {
+			if p.kernel == nil {
+				p.kernel = &kernelRelay{}
+			}
+			opts.Splicer = p.kernel
+		}
+		pp, err := pgproxy.New(cfg, port, router, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -56,6 +78,17 @@ func (p *Plane) Open() error {
 		Close(context.Context) error
 	}
 	var all []server
+	if p.kernel != nil {
+		// Loaded first, closed last: the endpoints' connections are gone
+		// by then.
+		s, err := sockmap.Open()
+		if err != nil {
+			p.logger.Info("the Postgres endpoints relay in user space: the kernel relay is unavailable", "err", err)
+		} else {
+			p.kernel.s = s
+			p.opened = append(p.opened, s)
+		}
+	}
 	if p.dns != nil {
 		all = append(all, p.dns)
 	}

@@ -21,6 +21,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifecycle"
@@ -47,6 +48,17 @@ type Options struct {
 	// startup message. Default 10s.
 	StartupTimeout time.Duration
 	Logger         *slog.Logger
+	// Splicer, when set and the endpoint's relay is auto, joins each
+	// connection to its server in the kernel once the startup message
+	// is on its way; a connection it cannot join is relayed here.
+	Splicer Splicer
+}
+
+// Splicer makes the kernel carry the bytes between two connections.
+type Splicer interface {
+	// Join joins a and b until either closes or leave is called. The
+	// caller keeps reading both (plain reads), to see either close.
+	Join(a, b net.Conn) (leave func(), err error)
 }
 
 // Proxy is one Postgres endpoint.
@@ -71,6 +83,7 @@ type session struct {
 	client, server net.Conn
 	region         string
 	epoch          uint64
+	kernel         atomic.Bool // joined in the kernel
 	once           sync.Once
 }
 
@@ -97,6 +110,9 @@ func New(cfg *config.Config, port config.PostgresPort, router Router, opts Optio
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if port.Relay == config.RelayUser {
+		opts.Splicer = nil
 	}
 	p := &Proxy{listen: port.Listen, service: port.Service, role: port.Role, targets: map[string]string{},
 		router: router, opts: opts, logger: opts.Logger, conns: map[*session]struct{}{}}
@@ -299,14 +315,40 @@ func (p *Proxy) serve(ctx context.Context, client net.Conn) {
 		p.mu.Unlock()
 		s.close()
 	}()
+	// Joined before the startup message is sent: neither socket has
+	// anything unread yet (the server speaks after it, the client waits
+	// for the server), so the kernel carries every byte that follows.
+	kernel := false
+	if p.opts.Splicer != nil {
+		if leave, err := p.opts.Splicer.Join(client, server); err != nil {
+			p.logger.Debug("connection relayed in user space", "service", p.service, "err", err)
+		} else {
+			kernel = true
+			s.kernel.Store(true)
+			defer leave()
+		}
+	}
 	if _, err := server.Write(startup); err != nil {
 		return
 	}
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(server, client); s.close(); done <- struct{}{} }()
-	go func() { io.Copy(client, server); s.close(); done <- struct{}{} }()
+	go func() { relay(server, client, kernel); s.close(); done <- struct{}{} }()
+	go func() { relay(client, server, kernel); s.close(); done <- struct{}{} }()
 	<-done
 	<-done
+}
+
+// relay copies src to dst until src ends. With splice(2) (io.Copy between
+// TCP connections) unless the kernel carries the bytes: then the copy
+// uses plain reads, which see the end of the stream and the rare segment
+// the kernel left with its socket (splice(2) would not see that one).
+func relay(dst, src net.Conn, kernel bool) {
+	if !kernel {
+		io.Copy(dst, src)
+		return
+	}
+	buf := make([]byte, 4096)
+	io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 }
 
 // target is where a new connection goes now: the active region for the
@@ -367,15 +409,23 @@ type EndpointStatus struct {
 	Region      string `json:"region"`
 	Epoch       uint64 `json:"epoch"`
 	Connections int    `json:"connections"`
+	// KernelRelayed is how many of them the kernel carries (relay auto,
+	// as root); the others are copied by Lifeboat.
+	KernelRelayed int `json:"kernel_relayed"`
 }
 
 // Status reports the endpoint's current target.
 func (p *Proxy) Status() EndpointStatus {
 	region, epoch := p.target()
 	p.mu.Lock()
-	n := len(p.conns)
+	n, k := len(p.conns), 0
+	for s := range p.conns {
+		if s.kernel.Load() {
+			k++
+		}
+	}
 	p.mu.Unlock()
-	return EndpointStatus{Listen: p.listen, Service: p.service, Role: p.role, Region: region, Epoch: epoch, Connections: n}
+	return EndpointStatus{Listen: p.listen, Service: p.service, Role: p.role, Region: region, Epoch: epoch, Connections: n, KernelRelayed: k}
 }
 
 // quorumWait bounds how long a new writer connection waits for its node to

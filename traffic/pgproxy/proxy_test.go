@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
+	"github.com/lifeboat-dr/lifeboat/sockmap"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
@@ -37,7 +39,10 @@ type env struct {
 	writer, reader *Proxy
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T) *env { return setupWith(t, Options{}) }
+
+// setupWith starts the writer and reader endpoints with opts.
+func setupWith(t *testing.T, opts Options) *env {
 	t.Helper()
 	e := &env{pg: testenv.StartPostgres(t, testenv.PGOptions{})}
 	wport, rport := testenv.FreePort(t), testenv.FreePort(t)
@@ -59,11 +64,11 @@ traffic:
 	e.state = traffic.NewMemState("east", 1)
 	e.router = traffic.NewRouter(cfg, e.state, upVerdicts{}, 10*time.Millisecond)
 	e.router.Open()
-	e.writer, err = New(cfg, cfg.Traffic.Postgres[0], e.router, Options{})
+	e.writer, err = New(cfg, cfg.Traffic.Postgres[0], e.router, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.reader, err = New(cfg, cfg.Traffic.Postgres[1], e.router, Options{})
+	e.reader, err = New(cfg, cfg.Traffic.Postgres[1], e.router, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +112,40 @@ func role(t *testing.T, c *pgx.Conn) (inRecovery bool, port int) {
 	return inRecovery, port
 }
 
+// The writer follows the primary, with either relay: Lifeboat copying the
+// bytes, or the kernel carrying them (a BPF sockhash; root).
 func TestWriterAcrossPrimaryChange(t *testing.T) {
-	e := setup(t)
+	t.Run("user relay", func(t *testing.T) { writerAcrossPrimaryChange(t, nil) })
+	t.Run("kernel relay", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Fatal("the kernel relay needs root (CI runs as root)")
+		}
+		s, err := sockmap.Open()
+		if err != nil {
+			t.Fatalf("load the kernel relay: %v", err)
+		}
+		t.Cleanup(func() { s.Close(context.Background()) })
+		writerAcrossPrimaryChange(t, s)
+	})
+}
+
+func writerAcrossPrimaryChange(t *testing.T, splicer Splicer) {
+	e := setupWith(t, Options{Splicer: splicer})
+	kernel := 0
+	if splicer != nil {
+		kernel = 1
+	}
 	old := connect(t, e.dsn(e.writer.Addr(), "prefer")) // SSLRequest answered 'N'
 	if rec, port := role(t, old); rec || port != e.pg.Primary.Port {
 		t.Fatalf("writer landed on recovery=%v port %d, want the primary %d", rec, port, e.pg.Primary.Port)
+	}
+	// A large answer crosses intact.
+	var big string
+	if err := old.QueryRow(context.Background(), "SELECT repeat('x', 3000000)").Scan(&big); err != nil || len(big) != 3000000 || strings.Trim(big, "x") != "" {
+		t.Fatalf("a 3 MB answer through the endpoint: %d bytes, %v", len(big), err)
+	}
+	if st := e.writer.Status(); st.Connections != 1 || st.KernelRelayed != kernel {
+		t.Errorf("writer status = %+v, want 1 connection, %d carried by the kernel", st, kernel)
 	}
 	if _, err := old.Exec(context.Background(), "CREATE TABLE t (id int)"); err != nil {
 		t.Fatal(err)
@@ -143,7 +177,7 @@ func TestWriterAcrossPrimaryChange(t *testing.T) {
 	if _, err := fresh.Exec(context.Background(), "INSERT INTO t VALUES (2)"); err != nil {
 		t.Errorf("write on the new primary: %v", err)
 	}
-	if st := e.writer.Status(); st.Region != "west" || st.Epoch != 2 || st.Connections != 1 {
+	if st := e.writer.Status(); st.Region != "west" || st.Epoch != 2 || st.Connections != 1 || st.KernelRelayed != kernel {
 		t.Errorf("writer status = %+v", st)
 	}
 }
