@@ -7,8 +7,10 @@
 #   DNS       Lifeboat's DNS server (traffic.dns) vs PowerDNS Authoritative
 #             4.7, bind backend, LUA ifurlup record     (dnsperf)
 #             anchor: the same PowerDNS answering a static A record
-#   Postgres  Lifeboat's writer endpoint (traffic.postgres) vs PostgreSQL 15
+#   Postgres  Lifeboat's writer endpoint (traffic.postgres, relay auto: the
+#             kernel carries the bytes, as root) vs PostgreSQL 15
 #             direct                                   (pgbench -S)
+#             the same endpoint with relay: user (copied by Lifeboat)
 #             anchor: HAProxy relaying TCP to the same server
 #
 # Everything runs from a temporary directory on free loopback ports and is
@@ -19,6 +21,7 @@
 # Usage: bench/traffic.sh            (from anywhere; run as root: PostgreSQL
 #                                     runs as user postgres via runuser)
 # Environment: ROUNDS (3), DURATION (10, seconds per run), WARMUP (2),
+#              PARTS ("http dns pg": which benchmarks run),
 #              KEEP=1 keeps the temporary directory (logs, configs).
 # Needs: go, wrk, dnsperf, dig, curl, jq, ss, haproxy, pdns_server with the
 # bind backend, PostgreSQL 15 (initdb, pg_ctl, pgbench, psql, createdb).
@@ -31,6 +34,8 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 HOST_HEADER=bench.example
+PARTS=${PARTS:-http dns pg}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -116,7 +121,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) printf "n/a"; else printf "%.2f", a / b}'; }
 
 # rotate N ITEMS...: the items starting at index N mod count.
 rotate() {
@@ -141,6 +146,7 @@ free_port API_PORT
 free_port LB_HTTP_PORT
 free_port LB_DNS_PORT
 free_port LB_PG_PORT
+free_port LB_PGU_PORT
 free_port HAPROXY_PORT
 free_port HAPROXY_PG_PORT
 free_port PDNS_PORT
@@ -173,7 +179,7 @@ PG_STARTED=1
 
 # ---------------------------------------------------------------- lifeboat
 render "$BENCH/lifeboat.yaml.tmpl" "$T/lifeboat.yaml"
-"$LIFEBOAT" serve -c "$T/lifeboat.yaml" --node bench >"$T/lifeboat.out" 2>"$T/lifeboat.log" &
+"$LIFEBOAT" serve -c "$T/lifeboat.yaml" --node bench --data-dir "$T/data" >"$T/lifeboat.out" 2>"$T/lifeboat.log" &
 LB_PID=$!
 PIDS+=("$LB_PID")
 lifeboat_ready() {
@@ -213,6 +219,7 @@ wait_for "pdns DNS, static record" 5 dns_ok "$PDNS_PORT" static
 pg_ok() { [[ $("$PGBIN/psql" -h 127.0.0.1 -p "$1" -U postgres -d bench -Atc 'select count(*) from pgbench_branches') == 10 ]]; }
 wait_for "postgres direct" 10 pg_ok "$PG_PORT"
 wait_for "postgres through lifeboat" 10 pg_ok "$LB_PG_PORT"
+wait_for "postgres through lifeboat, relay user" 10 pg_ok "$LB_PGU_PORT"
 wait_for "postgres through haproxy" 10 pg_ok "$HAPROXY_PG_PORT"
 # HAProxy must have seen both servers healthy (two check intervals).
 sleep 2
@@ -245,11 +252,14 @@ http_round() {
 	log "http round $r $sys: $rps req/s, p99 $p99 ms${errs:+, $errs}"
 	[[ -z $errs ]] || add "http-err/$sys" "r$r:$errs"
 }
+if part http; then
 log "HTTP: wrk -t1 -c32 -d${DURATION}s --latency -H 'Host: $HOST_HEADER', $ROUNDS rounds"
 for sys in lifeboat haproxy direct; do run_wrk "$sys" "$WARMUP" "$T/wrk-$sys-warmup.txt"; done
 for ((r = 1; r <= ROUNDS; r++)); do
 	for sys in $(rotate $((r - 1)) lifeboat haproxy direct); do http_round "$sys" "$r"; done
 done
+
+fi
 
 # ---------------------------------------------------------------- DNS
 for name in www static; do
@@ -272,15 +282,17 @@ dns_round() {
 	add "dns-cpu/$sys" "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v q="$qps" -v d="$DURATION" 'BEGIN {printf "%.1f", t / hz * 1e6 / (q * d)}')"
 	log "dns round $r $sys: $qps q/s, lost $lost, $codes"
 }
+if part dns; then
 log "DNS: dnsperf -l $DURATION -c 8 -T 1 -Q 200000 (www.bench.example A; static.bench.example A for the anchor), $ROUNDS rounds"
 for sys in lifeboat pdns pdns-static; do run_dnsperf "$sys" "$WARMUP" "$T/dnsperf-$sys-warmup.txt"; done
 for ((r = 1; r <= ROUNDS; r++)); do
 	for sys in $(rotate $((r - 1)) lifeboat pdns pdns-static); do dns_round "$sys" "$r"; done
 done
 dns_ok "$LB_DNS_PORT" && dns_ok "$PDNS_PORT" || die "a DNS server changed its answer during the run"
+fi
 
 # ---------------------------------------------------------------- Postgres
-declare -A PGB_PORT=([lifeboat]="$LB_PG_PORT" [direct]="$PG_PORT" [haproxy]="$HAPROXY_PG_PORT")
+declare -A PGB_PORT=([lifeboat]="$LB_PG_PORT" [lifeboat-user]="$LB_PGU_PORT" [direct]="$PG_PORT" [haproxy]="$HAPROXY_PG_PORT")
 run_pgbench() { "$PGBIN/pgbench" -n -S -c 8 -j 2 -T "$2" -h 127.0.0.1 -p "${PGB_PORT[$1]}" -U postgres bench >"$3" 2>&1; }
 pg_round() {
 	local sys=$1 r=$2 out="$T/pgbench-$1-$2.txt" tps
@@ -290,16 +302,18 @@ pg_round() {
 	add "pg-tps/$sys" "$(printf '%.0f' "$tps")"
 	log "postgres round $r $sys: $tps tps"
 }
+if part pg; then
 log "Postgres: pgbench -n -S -c 8 -j 2 -T $DURATION (scale 10), $ROUNDS rounds"
-for sys in lifeboat direct haproxy; do run_pgbench "$sys" "$WARMUP" "$T/pgbench-$sys-warmup.txt"; done
+for sys in lifeboat lifeboat-user direct haproxy; do run_pgbench "$sys" "$WARMUP" "$T/pgbench-$sys-warmup.txt"; done
 for ((r = 1; r <= ROUNDS; r++)); do
-	for sys in $(rotate $((r - 1)) lifeboat direct haproxy); do pg_round "$sys" "$r"; done
+	for sys in $(rotate $((r - 1)) lifeboat lifeboat-user direct haproxy); do pg_round "$sys" "$r"; done
 done
+fi
 
 # ---------------------------------------------------------------- summary
-med() { median ${RES[$1]}; }
-runs() { echo "${RES[$1]}" | sed 's/^ //; s/ / \/ /g'; }
-verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {ok = (op == ">=") ? v >= t : v <= t; print ok ? "met" : "MISSED"}'; }
+med() { median ${RES[$1]:-}; }
+runs() { echo "${RES[$1]:-}" | sed 's/^ //; s/ / \/ /g'; }
+verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN {if (v == "n/a" || v == "") {print "not run"; exit}; ok = (op == ">=") ? v >= t : v <= t; print ok ? "met" : "MISSED"}'; }
 
 H_LB=$(med http-rps/lifeboat) H_HA=$(med http-rps/haproxy) H_D=$(med http-rps/direct)
 P_LB=$(med http-p99/lifeboat) P_HA=$(med http-p99/haproxy) P_D=$(med http-p99/direct)
@@ -312,6 +326,7 @@ D_PS=$(med dns-qps/pdns-static)
 G_LB=$(med pg-tps/lifeboat) G_D=$(med pg-tps/direct)
 G_RATIO=$(ratio "$G_LB" "$G_D")
 G_HA=$(med pg-tps/haproxy)
+G_LU=$(med pg-tps/lifeboat-user)
 
 cat <<EOF
 
@@ -337,6 +352,7 @@ lifeboat: $(git -C "$ROOT" describe --tags --always --dirty 2>/dev/null || echo 
 | DNS server CPU µs/query | pdns (LUA ifurlup) | $(med dns-cpu/pdns) | $(runs dns-cpu/pdns) | | |
 | DNS server CPU µs/query | anchor: pdns, static A | $(med dns-cpu/pdns-static) | $(runs dns-cpu/pdns-static) | | |
 | Postgres TPS | through lifeboat | $G_LB | $(runs pg-tps/lifeboat) | through/direct $G_RATIO | ≥ 0.9: $(verdict "$G_RATIO" 0.9 ">=") |
+| Postgres TPS | through lifeboat, relay: user | $G_LU | $(runs pg-tps/lifeboat-user) | through/direct $(ratio "$G_LU" "$G_D") | |
 | Postgres TPS | direct | $G_D | $(runs pg-tps/direct) | | |
 | Postgres TPS | anchor: through haproxy (tcp) | $G_HA | $(runs pg-tps/haproxy) | through/direct $(ratio "$G_HA" "$G_D") | |
 EOF
