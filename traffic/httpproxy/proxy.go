@@ -3,23 +3,33 @@
 // region the router chooses, retrying once on the next region when that is
 // safe, ejecting endpoints that fail, holding new requests during a
 // switchover, and passing streams and WebSocket upgrades through.
+//
+// It is built on fasthttp (valyala/fasthttp), server and client: a proxy
+// spends most of its time parsing and writing HTTP/1.1, and fasthttp does
+// that without allocating per request and without the goroutine hand-offs
+// of net/http's transport (with net/http the front door reached about half
+// of HAProxy's throughput on the same machine, see BENCHMARKS.md). Request
+// bodies are read whole before they are forwarded (up to MaxBodyBytes), so
+// that a request that never reached a backend can be sent to the next
+// region; responses stream.
 package httpproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/lifeboat-dr/lifeboat/config"
 	"github.com/lifeboat-dr/lifeboat/health"
@@ -39,9 +49,10 @@ type Options struct {
 	// EjectFor is how long an endpoint that failed (connect error or 5xx)
 	// is passed over. Default 10s.
 	EjectFor time.Duration
-	// Transport reaches the backends; default: a tuned http.Transport.
-	Transport *http.Transport
-	Logger    *slog.Logger
+	// MaxBodyBytes bounds a request body; a larger one is answered 413.
+	// Default 64 MiB.
+	MaxBodyBytes int
+	Logger       *slog.Logger
 }
 
 // Proxy is the front door's handler and server.
@@ -51,16 +62,16 @@ type Proxy struct {
 	router Router
 	opts   Options
 	logger *slog.Logger
-	rp     *httputil.ReverseProxy
 
 	mu      sync.Mutex
 	ejected map[health.Key]time.Time
 	// nEjected mirrors len(ejected) so the common case takes no lock.
 	nEjected atomic.Int32
-	// targets are the endpoints' URLs, parsed once.
-	targets map[string]*url.URL
+	// backends are the endpoints' clients, by endpoint URL, made in New
+	// and only read after.
+	backends map[string]*upstream
 
-	srv  *http.Server
+	srv  *fasthttp.Server
 	ln   net.Listener
 	errc chan error
 }
@@ -68,6 +79,21 @@ type Proxy struct {
 type route struct {
 	host, prefix, service string
 }
+
+// upstream is one endpoint: its address and its connection pool.
+type upstream struct {
+	addr string // host:port
+	hc   *fasthttp.HostClient
+}
+
+// Timeouts toward clients and backends.
+const (
+	dialTimeout   = 3 * time.Second
+	headerTimeout = 10 * time.Second // a client's request header (slowloris)
+	bodyTimeout   = 2 * time.Minute  // a client's request body, once its header is in
+	idleTimeout   = 2 * time.Minute
+	maxHeader     = 64 << 10
+)
 
 // New builds the proxy of cfg.Traffic.HTTP.
 func New(cfg *config.Config, router Router, opts Options) (*Proxy, error) {
@@ -81,26 +107,24 @@ func New(cfg *config.Config, router Router, opts Options) (*Proxy, error) {
 	if opts.EjectFor <= 0 {
 		opts.EjectFor = 10 * time.Second
 	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 20
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Transport == nil {
-		opts.Transport = &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: 60 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			ForceAttemptHTTP2:     false,
-		}
-	}
-	p := &Proxy{listen: h.Listen, router: router, opts: opts, logger: opts.Logger, ejected: map[health.Key]time.Time{}, targets: map[string]*url.URL{}, errc: make(chan error, 1)}
+	p := &Proxy{listen: h.Listen, router: router, opts: opts, logger: opts.Logger, ejected: map[health.Key]time.Time{},
+		backends: map[string]*upstream{}, errc: make(chan error, 1)}
 	for _, svc := range cfg.Services {
+		if svc.Kind != config.KindHTTP {
+			continue
+		}
 		for _, ep := range svc.Endpoints {
-			if u, err := url.Parse(ep); err == nil && svc.Kind == config.KindHTTP {
-				p.targets[ep] = u
+			u, err := url.Parse(ep)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, fmt.Errorf("httpproxy: service %s: endpoint is not an http(s) URL", svc.Name)
 			}
+			p.backends[ep] = newUpstream(u)
 		}
 	}
 	for _, r := range h.Routes {
@@ -113,28 +137,53 @@ func New(cfg *config.Config, router Router, opts Options) (*Proxy, error) {
 		}
 		return p.routes[i].host != "" && p.routes[j].host == ""
 	})
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:      p.rewrite,
-		BufferPool:   &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}},
-		Transport:    &retrier{p: p, base: opts.Transport},
-		ErrorHandler: p.errorHandler,
-		ErrorLog:     slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
-	}
 	return p, nil
 }
 
-// ctxKey carries the request's plan from the handler to the transport.
-type ctxKey struct{}
+func newUpstream(u *url.URL) *upstream {
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	return &upstream{addr: addr, hc: &fasthttp.HostClient{
+		Addr:                          addr,
+		IsTLS:                         u.Scheme == "https",
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		MaxConns:                      4096,
+		// Shorter than most servers' keep-alive timeouts (nginx 75s), so
+		// that pooled connections are rarely found closed.
+		MaxIdleConnDuration: 30 * time.Second,
+		// Responses stream: server-sent events and LLM completions pass
+		// through as they come.
+		StreamResponseBody: true,
+		// The proxy retries a failure itself, once, on the next region.
+		// The one case sent again here, to the same backend on a new
+		// connection: an idempotent request whose pooled connection the
+		// backend had closed (no byte of an answer came back).
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+			return false, attempts == 1 && errors.Is(err, fasthttp.ErrConnectionClosed) && idempotent(req.Header.Method())
+		},
+		Dial: func(addr string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).Dial("tcp", addr)
+		},
+	}}
+}
 
 // plan is the endpoints one request may use, in order.
 type plan struct {
 	service   string
 	endpoints []traffic.Endpoint
-	region    string // where the request was served, for logs
 }
 
-func (p *Proxy) match(r *http.Request) (route, bool) {
-	host := strings.ToLower(r.Host)
+func (p *Proxy) match(host, path string) (route, bool) {
+	host = strings.ToLower(host)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -142,32 +191,175 @@ func (p *Proxy) match(r *http.Request) (route, bool) {
 		if rt.host != "" && rt.host != host {
 			continue
 		}
-		if strings.HasPrefix(r.URL.Path, rt.prefix) {
+		if strings.HasPrefix(path, rt.prefix) {
 			return rt, true
 		}
 	}
 	return route{}, false
 }
 
-// ServeHTTP routes and forwards one request.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rt, ok := p.match(r)
+// serve routes and forwards one request.
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx) {
+	host, path := string(ctx.Host()), string(ctx.Path())
+	rt, ok := p.match(host, path)
 	if !ok {
-		http.Error(w, fmt.Sprintf("no route for host %q and path %q", r.Host, r.URL.Path), http.StatusNotFound)
+		ctx.Error(fmt.Sprintf("no route for host %q and path %q", host, path), fasthttp.StatusNotFound)
 		return
 	}
-	if _, timedOut, err := traffic.WaitHold(r.Context(), p.router.Source(), p.opts.HoldMax); err != nil {
-		return // the client went away while held
+	if _, timedOut, err := traffic.WaitHold(ctx, p.router.Source(), p.opts.HoldMax); err != nil {
+		ctx.Error("the front door is shutting down", fasthttp.StatusServiceUnavailable)
+		return
 	} else if timedOut {
 		p.logger.Warn("request held past the hold bound; forwarding", "service", rt.service, "bound", p.opts.HoldMax)
 	}
 	d := p.router.Decide(rt.service, config.PolicyFailover, nil)
 	if len(d.Endpoints) == 0 {
-		http.Error(w, fmt.Sprintf("service %q has no endpoint", rt.service), http.StatusServiceUnavailable)
+		ctx.Error(fmt.Sprintf("service %q has no endpoint", rt.service), fasthttp.StatusServiceUnavailable)
 		return
 	}
-	pl := &plan{service: rt.service, endpoints: p.orderByEjection(rt.service, d.Endpoints)}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, pl)))
+	pl := plan{service: rt.service, endpoints: p.orderByEjection(rt.service, d.Endpoints)}
+	if len(pl.endpoints) > 2 {
+		pl.endpoints = pl.endpoints[:2] // one retry, on the next region
+	}
+	setForwarded(ctx)
+	if ctx.Request.Header.ConnectionUpgrade() {
+		p.upgrade(ctx, pl)
+		return
+	}
+	p.forward(ctx, pl)
+}
+
+// errNotHTTP: the router named an endpoint that is not an http service's
+// (it cannot: routes name http services).
+var errNotHTTP = errors.New("the endpoint is not an http service's")
+
+// hopByHop are the headers that concern one connection, not the request
+// (RFC 9110 7.6.1); the connection's own are fasthttp's to write.
+var hopByHop = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Upgrade"}
+
+// setForwarded drops what concerns the client's connection (the headers
+// named in its Connection header too) and sets fresh forwarding headers:
+// incoming ones are dropped, so a client cannot forge them.
+func setForwarded(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Request.Header
+	upgrade := h.ConnectionUpgrade()
+	for _, c := range h.PeekAll(fasthttp.HeaderConnection) {
+		for _, name := range strings.Split(string(c), ",") {
+			if name = strings.TrimSpace(name); name != "" && !strings.EqualFold(name, "upgrade") && !strings.EqualFold(name, "close") && !strings.EqualFold(name, "keep-alive") {
+				h.Del(name)
+			}
+		}
+	}
+	if !upgrade {
+		for _, name := range hopByHop {
+			h.Del(name)
+		}
+	}
+	h.Del("Forwarded")
+	h.Set("X-Forwarded-For", ctx.RemoteIP().String())
+	h.SetBytesV("X-Forwarded-Host", ctx.Host())
+	proto := "http"
+	if ctx.IsTLS() {
+		proto = "https"
+	}
+	h.Set("X-Forwarded-Proto", proto)
+}
+
+// forward sends the request to the plan's first endpoint, and once to the
+// next when that is safe: an idempotent request (GET, HEAD, OPTIONS) that
+// failed or got a 5xx, or any request that never reached the backend.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, pl plan) {
+	req, resp := &ctx.Request, &ctx.Response
+	// The client's wish to close its connection is not the backend's.
+	clientClose := req.Header.ConnectionClose()
+	req.Header.ResetConnectionClose()
+	idem := idempotent(req.Header.Method())
+	for i, ep := range pl.endpoints {
+		last := i+1 >= len(pl.endpoints)
+		var err error
+		if b := p.backends[ep.Addr]; b != nil {
+			err = b.hc.Do(req, resp)
+		} else {
+			err = errNotHTTP
+		}
+		if err != nil {
+			p.eject(pl.service, ep.Region, err.Error())
+			resp.Reset()
+			if last || (!idem && !neverSent(err)) {
+				p.logger.Warn("proxy error", "service", pl.service, "err", err)
+				ctx.Error(fmt.Sprintf("bad gateway: service %q: no region answered", pl.service), fasthttp.StatusBadGateway)
+				break
+			}
+			continue
+		}
+		if resp.StatusCode() >= 500 {
+			p.eject(pl.service, ep.Region, fmt.Sprintf("status %d", resp.StatusCode()))
+			if !last && idem {
+				resp.CloseBodyStream()
+				resp.Reset()
+				continue
+			}
+		}
+		for _, name := range hopByHop {
+			resp.Header.Del(name)
+		}
+		resp.Header.ResetConnectionClose()
+		break
+	}
+	if clientClose {
+		ctx.SetConnectionClose()
+	}
+}
+
+// upgrade passes a WebSocket (or other Upgrade) request through: the
+// request goes to the first endpoint that accepts a connection, and from
+// then on the two connections are joined byte for byte.
+func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, pl plan) {
+	var conn net.Conn
+	for _, ep := range pl.endpoints {
+		b := p.backends[ep.Addr]
+		if b == nil {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", b.addr, dialTimeout)
+		if err != nil {
+			p.eject(pl.service, ep.Region, err.Error())
+			continue
+		}
+		conn = c
+		break
+	}
+	if conn == nil {
+		ctx.Error(fmt.Sprintf("bad gateway: service %q: no region answered", pl.service), fasthttp.StatusBadGateway)
+		return
+	}
+	var head bytes.Buffer
+	if _, err := ctx.Request.WriteTo(&head); err != nil {
+		conn.Close()
+		ctx.Error("bad request", fasthttp.StatusBadRequest)
+		return
+	}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(client net.Conn) {
+		defer conn.Close()
+		if _, err := conn.Write(head.Bytes()); err != nil {
+			return
+		}
+		done := make(chan struct{}, 2)
+		go func() { io.Copy(conn, client); closeWrite(conn); done <- struct{}{} }()
+		go func() { io.Copy(client, conn); closeWrite(client); done <- struct{}{} }()
+		<-done
+		<-done
+	})
+}
+
+// closeWrite half-closes c when it can, else closes it.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
 }
 
 // orderByEjection moves endpoints ejected by passive detection to the end,
@@ -204,130 +396,20 @@ func (p *Proxy) eject(service, region string, why string) {
 	p.logger.Info("endpoint ejected", "service", service, "region", region, "for", p.opts.EjectFor, "reason", why)
 }
 
-// target is an endpoint's parsed URL.
-func (p *Proxy) target(addr string) *url.URL {
-	if u, ok := p.targets[addr]; ok {
-		return u
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions:
+		return true
 	}
-	u, _ := url.Parse(addr)
-	return u
-}
-
-// bufferPool recycles the buffers ReverseProxy copies bodies with (32 KiB
-// each; without a pool every request allocates one).
-type bufferPool struct{ pool sync.Pool }
-
-func (bp *bufferPool) Get() []byte  { return *bp.pool.Get().(*[]byte) }
-func (bp *bufferPool) Put(b []byte) { bp.pool.Put(&b) }
-
-// rewrite points the outbound request at the plan's first endpoint, keeps
-// the client's Host and sets fresh X-Forwarded-* headers (incoming ones are
-// dropped, so a client cannot forge them).
-func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	pl := pr.In.Context().Value(ctxKey{}).(*plan)
-	pr.SetURL(p.target(pl.endpoints[0].Addr))
-	pr.Out.Host = pr.In.Host
-	pr.SetXForwarded()
-}
-
-func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	pl, _ := r.Context().Value(ctxKey{}).(*plan)
-	service := ""
-	if pl != nil {
-		service = pl.service
-	}
-	if errors.Is(err, context.Canceled) {
-		return // the client left
-	}
-	p.logger.Warn("proxy error", "service", service, "err", err)
-	http.Error(w, fmt.Sprintf("bad gateway: service %q: no region answered", service), http.StatusBadGateway)
-}
-
-// retrier sends a request to the plan's endpoints: the first, then once the
-// next one when that is safe.
-type retrier struct {
-	p    *Proxy
-	base http.RoundTripper
-}
-
-func idempotent(method string) bool {
-	return method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions
-}
-
-// RoundTrip implements http.RoundTripper.
-func (t *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
-	pl, _ := req.Context().Value(ctxKey{}).(*plan)
-	if pl == nil {
-		return t.base.RoundTrip(req)
-	}
-	var body *trackedBody
-	if req.Body != nil && req.Body != http.NoBody {
-		body = &trackedBody{rc: req.Body}
-		req.Body = body
-		defer body.closeReally()
-	}
-	upgrade := req.Header.Get("Upgrade") != ""
-	for i, ep := range pl.endpoints {
-		if i > 1 {
-			break // one retry, on the next region
-		}
-		out := req
-		if i > 0 {
-			target := t.p.target(ep.Addr)
-			out = req.Clone(req.Context())
-			out.URL.Scheme, out.URL.Host = target.Scheme, target.Host
-		}
-		pl.region = ep.Region
-		resp, err := t.base.RoundTrip(out)
-		last := i+1 >= len(pl.endpoints) || i >= 1
-		if err != nil {
-			t.p.eject(pl.service, ep.Region, err.Error())
-			// Retry what never reached the backend (its body unread), or
-			// an idempotent request.
-			if last || (body != nil && body.read) || (!idempotent(req.Method) && !neverSent(err)) {
-				return nil, err
-			}
-			continue
-		}
-		if resp.StatusCode >= 500 && !upgrade {
-			t.p.eject(pl.service, ep.Region, resp.Status)
-			if !last && idempotent(req.Method) && (body == nil || !body.read) {
-				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
-				continue
-			}
-		}
-		return resp, nil
-	}
-	return nil, errors.New("no endpoint")
+	return false
 }
 
 // neverSent reports whether err happened before the request left: a
 // failure to connect.
 func neverSent(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return errors.Is(err, fasthttp.ErrDialTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) || (errors.As(err, &op) && op.Op == "dial")
 }
-
-// trackedBody remembers whether the backend read any of the request body,
-// and survives the transport's Close so a request that never left can be
-// sent again.
-type trackedBody struct {
-	rc   io.ReadCloser
-	read bool
-}
-
-func (b *trackedBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	if n > 0 {
-		b.read = true
-	}
-	return n, err
-}
-
-func (b *trackedBody) Close() error { return nil }
-
-func (b *trackedBody) closeReally() { b.rc.Close() }
 
 // Open listens and serves.
 func (p *Proxy) Open() error {
@@ -336,24 +418,53 @@ func (p *Proxy) Open() error {
 		return fmt.Errorf("httpproxy: listen on %s: %w", p.listen, err)
 	}
 	p.ln = ln
-	p.srv = &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second, // slow clients (slowloris) are cut off
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(p.logger.Handler(), slog.LevelDebug),
+	p.srv = &fasthttp.Server{
+		Handler:                       p.serve,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		NoDefaultDate:                 true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		ReadBufferSize:                maxHeader, // the largest request header: 431 beyond
+		ReadTimeout:                   headerTimeout,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
+		},
+		IdleTimeout:        idleTimeout,
+		MaxRequestBodySize: p.opts.MaxBodyBytes,
+		CloseOnShutdown:    true,
+		ErrorHandler:       p.badRequest,
+		Logger:             logAdapter{p.logger},
 	}
 	go func() {
 		err := p.srv.Serve(ln)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
 		p.errc <- err
 		close(p.errc)
 	}()
 	p.logger.Info("http proxy serving", "addr", ln.Addr().String(), "routes", len(p.routes))
 	return nil
 }
+
+// badRequest answers a request that could not be read, saying why.
+func (p *Proxy) badRequest(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		ctx.Error(fmt.Sprintf("request header larger than %d bytes", maxHeader), fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error(fmt.Sprintf("request body larger than %d bytes", p.opts.MaxBodyBytes), fasthttp.StatusRequestEntityTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		ctx.Error("request not received in time", fasthttp.StatusRequestTimeout)
+	default:
+		ctx.Error("malformed request: "+err.Error(), fasthttp.StatusBadRequest)
+	}
+}
+
+// logAdapter takes fasthttp's log lines (bad requests, mostly) at debug.
+type logAdapter struct{ l *slog.Logger }
+
+func (a logAdapter) Printf(format string, args ...any) { a.l.Debug(fmt.Sprintf(format, args...)) }
 
 // Addr is the listening address after Open.
 func (p *Proxy) Addr() string {
@@ -371,11 +482,10 @@ func (p *Proxy) Close(ctx context.Context) error {
 	if p.srv == nil {
 		return nil
 	}
-	err := p.srv.Shutdown(ctx)
-	if err != nil {
-		p.srv.Close()
+	err := p.srv.ShutdownWithContext(ctx)
+	for _, b := range p.backends {
+		b.hc.CloseIdleConnections()
 	}
-	p.opts.Transport.CloseIdleConnections()
 	return err
 }
 

@@ -106,7 +106,10 @@ type env struct {
 	client     *http.Client
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T) *env { return setupWith(t, Options{EjectFor: time.Minute}) }
+
+// setupWith starts the proxy with opts in front of two backends.
+func setupWith(t *testing.T, opts Options) *env {
 	t.Helper()
 	e := &env{east: newBackend(t, "east", "127.0.0.1"), west: newBackend(t, "west", "127.0.0.2"), verdicts: &verdicts{}}
 	port := testenv.FreePort(t)
@@ -137,7 +140,7 @@ traffic:
 	e.state = traffic.NewMemState("east", 1)
 	e.router = traffic.NewRouter(cfg, e.state, e.verdicts, 10*time.Millisecond)
 	e.router.Open()
-	e.proxy, err = New(cfg, e.router, Options{EjectFor: time.Minute})
+	e.proxy, err = New(cfg, e.router, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,6 +307,42 @@ func TestBadRequests(t *testing.T) {
 	// The server keeps serving everyone else.
 	if code, _ := e.do(t, "GET", "/", "www.shop.example", ""); code != 200 {
 		t.Errorf("after bad requests: %d", code)
+	}
+}
+
+// A body over the bound is refused (413) without reaching a backend; a
+// client that asks to close its connection has it closed after the
+// answer, though the proxy keeps its own to the backend.
+func TestBodyBoundAndConnectionClose(t *testing.T) {
+	e := setupWith(t, Options{EjectFor: time.Minute, MaxBodyBytes: 1024})
+	if code, body := e.do(t, "POST", "/api/orders", "www.shop.example", strings.Repeat("x", 1000)); code != 200 || !strings.HasSuffix(body, strings.Repeat("x", 1000)) {
+		t.Errorf("a body within the bound: %d %q", code, body)
+	}
+	hits := e.east.hits.Load()
+	if code, _ := e.do(t, "POST", "/api/orders", "www.shop.example", strings.Repeat("x", 2000)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over the bound: %d, want 413", code)
+	}
+	if e.east.hits.Load() != hits {
+		t.Error("a body over the bound reached the backend")
+	}
+	conn, err := net.Dial("tcp", e.proxy.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /bye HTTP/1.1\r\nHost: www.shop.example\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("Connection: close: %v %v", resp, err)
+	}
+	io.ReadAll(resp.Body)
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("the connection stayed open after the answer to Connection: close: %v", err)
+	}
+	if h := e.east.last.Load().(http.Header); h.Get("Connection") == "close" {
+		t.Error("the client's Connection: close was passed to the backend")
 	}
 }
 
