@@ -29,7 +29,7 @@ type backend struct {
 	last   atomic.Value
 }
 
-func newBackend(t *testing.T, region, ip string) *backend {
+func newBackend(t testing.TB, region, ip string) *backend {
 	t.Helper()
 	b := &backend{region: region}
 	l, err := net.Listen("tcp", ip+":0")
@@ -106,10 +106,10 @@ type env struct {
 	client     *http.Client
 }
 
-func setup(t *testing.T) *env { return setupWith(t, Options{EjectFor: time.Minute}) }
+func setup(t testing.TB) *env { return setupWith(t, Options{EjectFor: time.Minute}) }
 
 // setupWith starts the proxy with opts in front of two backends.
-func setupWith(t *testing.T, opts Options) *env {
+func setupWith(t testing.TB, opts Options) *env {
 	t.Helper()
 	e := &env{east: newBackend(t, "east", "127.0.0.1"), west: newBackend(t, "west", "127.0.0.2"), verdicts: &verdicts{}}
 	port := testenv.FreePort(t)
@@ -159,7 +159,7 @@ traffic:
 	return e
 }
 
-func (e *env) do(t *testing.T, method, path, host, body string) (int, string) {
+func (e *env) do(t testing.TB, method, path, host, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
 	req.Host = host
