@@ -318,12 +318,10 @@ func (p *Proxy) serve(ctx context.Context, client net.Conn) {
 	// Joined before the startup message is sent: neither socket has
 	// anything unread yet (the server speaks after it, the client waits
 	// for the server), so the kernel carries every byte that follows.
-	kernel := false
 	if p.opts.Splicer != nil {
 		if leave, err := p.opts.Splicer.Join(client, server); err != nil {
 			p.logger.Debug("connection relayed in user space", "service", p.service, "err", err)
 		} else {
-			kernel = true
 			s.kernel.Store(true)
 			defer leave()
 		}
@@ -331,6 +329,7 @@ func (p *Proxy) serve(ctx context.Context, client net.Conn) {
 	if _, err := server.Write(startup); err != nil {
 		return
 	}
+	kernel := s.kernel.Load()
 	done := make(chan struct{}, 2)
 	go func() { relay(server, client, kernel); s.close(); done <- struct{}{} }()
 	go func() { relay(client, server, kernel); s.close(); done <- struct{}{} }()
