@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -425,7 +426,7 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 		}
 		for _, n := range l.Nodes {
 			if n.Name == r.Name {
-				if err := l.startNode(n); err != nil {
+				if err := l.restartNode(ctx, n); err != nil {
 					return err
 				}
 			}
@@ -472,24 +473,57 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 	return l.waitStandbyReady(ctx, other.Name, 60*time.Second)
 }
 
+// restartNode starts the killed node n again and waits until it answers.
+// A node that exits while it starts is started again, up to three times
+// (under load, its member's peers may refuse it for a moment); one that
+// does not come back shows its log.
+func (l *Lab) restartNode(ctx context.Context, n Region) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = l.startNode(n); err != nil {
+			return err
+		}
+		pid := l.Pids[n.Name+"/lifeboat"]
+		if err = l.waitNode(ctx, n, func() bool { return syscall.Kill(pid, 0) == nil }); !errors.Is(err, errServerExited) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		return fmt.Errorf("%w%s", err, tails([]string{filepath.Join(l.Dir, "logs", n.Name+"-lifeboat.log")}, func(f string) string { return f }))
+	}
+	return nil
+}
+
 // waitNodes waits until every node answers.
 func (l *Lab) waitNodes(ctx context.Context) error {
-	deadline := time.Now().Add(60 * time.Second)
 	for _, n := range l.Nodes {
-		for {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/healthz", nil)
-			resp, err := http.DefaultClient.Do(req)
-			if err == nil {
-				resp.Body.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("lab: node %s does not answer: %w", n.Name, err)
-			}
-			time.Sleep(200 * time.Millisecond)
+		if err := l.waitNode(ctx, n, nil); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// waitNode waits (up to 60s) until node n answers, giving up early once
+// alive (when set) says its process has exited.
+func (l *Lab) waitNode(ctx context.Context, n Region, alive func() bool) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if alive != nil && !alive() {
+			return fmt.Errorf("lab: node %s: %w", n.Name, errServerExited)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/healthz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: node %s does not answer: %w", n.Name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // Summary is the median, p95 and max of a figure over runs.
