@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -478,17 +477,9 @@ func (l *Lab) restore(ctx context.Context, scenario string, r Region, failback b
 // (under load, its member's peers may refuse it for a moment); one that
 // does not come back shows its log.
 func (l *Lab) restartNode(ctx context.Context, n Region) error {
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = l.startNode(n); err != nil {
-			return err
-		}
-		pid := l.Pids[n.Name+"/lifeboat"]
-		if err = l.waitNode(ctx, n, func() bool { return syscall.Kill(pid, 0) == nil }); !errors.Is(err, errServerExited) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
+	err := l.restart(n.Name+"/lifeboat", func() error { return l.startNode(n) }, func(alive func() bool) error {
+		return l.waitNode(ctx, n, alive)
+	})
 	if err != nil {
 		return fmt.Errorf("%w%s", err, tails([]string{filepath.Join(l.Dir, "logs", n.Name+"-lifeboat.log")}, func(f string) string { return f }))
 	}

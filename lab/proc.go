@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -74,6 +75,25 @@ func (l *Lab) daemon(r Region, name, asUser string, argv ...string) error {
 	l.Pids[r.Name+"/"+name] = cmd.Process.Pid
 	go cmd.Wait() // reaped while this process lives; adopted by init after
 	return l.save()
+}
+
+// restart starts a killed daemon (recorded under key) with start and waits
+// with wait, which gives up with errServerExited once alive says the
+// process has exited; such a start is tried again, up to three times in
+// all: under load, what the killed process held may take a moment to go.
+func (l *Lab) restart(key string, start func() error, wait func(alive func() bool) error) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = start(); err != nil {
+			return err
+		}
+		pid := l.Pids[key]
+		if err = wait(func() bool { return syscall.Kill(pid, 0) == nil }); !errors.Is(err, errServerExited) {
+			return err
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
 
 // killRegion kills every process in the region's namespace (what the lab

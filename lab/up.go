@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -223,19 +222,12 @@ func (l *Lab) pgLogTails(r Region) string {
 // again, up to three times: under load, what its killed predecessor held
 // may take a moment to go.
 func (l *Lab) restartPostgres(ctx context.Context, r Region) error {
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
+	err := l.restart(r.Name+"/postgres", func() error {
 		l.waitPostmasterGone(r)
-		if err = l.startPostgresIn(r); err != nil {
-			return err
-		}
-		pid := l.Pids[r.Name+"/postgres"]
-		alive := func() bool { return syscall.Kill(pid, 0) == nil }
-		if err = waitPGWhile(ctx, l.PGDSN(r.IP, PortPostgres), "", alive); !errors.Is(err, errServerExited) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
+		return l.startPostgresIn(r)
+	}, func(alive func() bool) error {
+		return waitPGWhile(ctx, l.PGDSN(r.IP, PortPostgres), "", alive)
+	})
 	if err != nil {
 		return fmt.Errorf("lab: %s's database: %w%s", r.Name, err, l.pgLogTails(r))
 	}
