@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,13 +39,21 @@ func (l *Lab) call(ctx context.Context, n Region, method, path string, body, out
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(raw)))
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(raw)))}
 	}
 	if out != nil {
 		return json.Unmarshal(raw, out)
 	}
 	return nil
 }
+
+// statusError is a node's answer with a status of 300 or more.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
 
 // liveNode is the first node that answers its status, preferring the
 // last (the witness).
@@ -60,11 +69,46 @@ func (l *Lab) liveNode(ctx context.Context) (Region, api.StatusResponse, error) 
 	return Region{}, api.StatusResponse{}, fmt.Errorf("no Lifeboat node answers: %w", lastErr)
 }
 
-// startRun asks a node for a run.
+// startRun asks a node for a run. A request that gets no answer (the
+// control plane busy electing, a write slow to commit) may still have
+// created the run: it is asked again, and a run of this kind and target
+// created since the first attempt is taken as ours (the store holds one
+// run at a time, so a second request cannot create a second run).
 func (l *Lab) startRun(ctx context.Context, n Region, kind, to string) (*runbook.Run, error) {
-	var r runbook.Run
-	err := l.call(ctx, n, http.MethodPost, "/api/v1/runs", api.RunRequest{Kind: kind, To: to, Reason: "lab drill"}, &r)
-	return &r, err
+	since := time.Now().Add(-time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var r runbook.Run
+		err := l.call(ctx, n, http.MethodPost, "/api/v1/runs", api.RunRequest{Kind: kind, To: to, Reason: "lab drill"}, &r)
+		if err == nil {
+			return &r, nil
+		}
+		if runs, lerr := l.runs(ctx, n); lerr == nil {
+			for _, r := range runs {
+				if r.Kind == kind && r.To == to && r.Reason == "lab drill" && !r.CreatedAt.Before(since) {
+					return r, nil
+				}
+			}
+		}
+		if !retryStart(err) || time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// retryStart says whether a refused run request may succeed if sent again:
+// no answer, or the node busy (no quorum, another run still ending).
+func retryStart(err error) bool {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.code == http.StatusServiceUnavailable || se.code == http.StatusConflict
+	}
+	return true
 }
 
 // runs lists the runs, newest first.

@@ -66,6 +66,9 @@ func (l *Lab) Drill(ctx context.Context, scenario string) (*DrillResult, error) 
 	res.Notes = append(res.Notes, l.Notes...)
 	data := l.DataRegions()
 	from, to := data[0], data[1]
+	if err := l.waitControl(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
 	if err := l.waitStandbyReady(ctx, to.Name, 60*time.Second); err != nil {
 		return nil, err
 	}
@@ -486,11 +489,62 @@ func (l *Lab) restartNode(ctx context.Context, n Region) error {
 	return nil
 }
 
-// waitNodes waits until every node answers.
+// waitNodes waits until every node answers, then until the control
+// plane is whole again (see waitControl).
 func (l *Lab) waitNodes(ctx context.Context) error {
 	for _, n := range l.Nodes {
 		if err := l.waitNode(ctx, n, nil); err != nil {
 			return err
+		}
+	}
+	return l.waitControl(ctx, 60*time.Second)
+}
+
+// waitControl waits until every node reaches a quorum, names the same
+// leader and sees every member healthy: after a region comes back its
+// etcd member catches up and its node rejoins, and a drill started before
+// that would measure the rejoining, not its own fault.
+func (l *Lab) waitControl(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := l.controlWhole(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: the control plane is not whole after %s: %w", limit, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// controlWhole says what keeps the control plane from being whole, if
+// anything.
+func (l *Lab) controlWhole(ctx context.Context) error {
+	leader := ""
+	for _, n := range l.Nodes {
+		st, err := l.NodeStatus(ctx, n)
+		switch {
+		case err != nil:
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		case st.Control == nil:
+			return nil // a single node without a control plane to wait for
+		case !st.Control.Quorum:
+			return fmt.Errorf("node %s has no quorum", n.Name)
+		case st.Control.Leader == "":
+			return fmt.Errorf("node %s knows no leader (%s)", n.Name, st.Control.Error)
+		case leader != "" && st.Control.Leader != leader:
+			return fmt.Errorf("nodes name different leaders: %s, %s", leader, st.Control.Leader)
+		}
+		leader = st.Control.Leader
+		for _, m := range st.Control.Members {
+			if !m.Healthy {
+				return fmt.Errorf("node %s sees member %s unhealthy: %s", n.Name, m.Name, m.Error)
+			}
 		}
 	}
 	return nil
