@@ -327,10 +327,13 @@ type PostgresPort struct {
 	Service string `yaml:"service"`
 	// Role is writer or reader. Default writer.
 	Role string `yaml:"role"`
-	// Relay is how the bytes of a connection cross the endpoint once it
-	// has reached its server: auto (default) joins the two sockets in the
-	// kernel (a BPF sockhash; needs root, else it falls back) so they no
-	// longer pass through Lifeboat; user copies them in Lifeboat.
+	// Relay is how the bytes of a connection reach the server: auto
+	// (default; needs root, else it falls back) has the kernel's NAT take
+	// a writer's new connections straight to the primary while nothing
+	// needs the endpoint (no hold, a confirmed quorum, a primary not
+	// down; IPv4, listen on one address) and joins the two sockets of
+	// the others in the kernel (a BPF sockhash) once the startup message
+	// has passed; user copies every byte in Lifeboat.
 	Relay string `yaml:"relay"`
 }
 

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/netfilter"
 	"github.com/lifeboat-dr/lifeboat/sockmap"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 	"github.com/lifeboat-dr/lifeboat/traffic/dnsserver"
@@ -26,6 +28,7 @@ type Plane struct {
 	http   *httpproxy.Proxy
 	pg     []*pgproxy.Proxy
 	kernel *kernelRelay // for the Postgres endpoints whose relay is auto
+	nat    *kernelNAT   // for the writer endpoints whose relay is auto
 	opened []interface{ Close(context.Context) error }
 }
 
@@ -38,6 +41,24 @@ func (k *kernelRelay) Join(a, b net.Conn) (func(), error) {
 		return nil, errors.New("the kernel relay is not loaded")
 	}
 	return k.s.Join(a, b)
+}
+
+// kernelNAT gives the writer endpoints the kernel's NAT once Open has
+// created its table.
+type kernelNAT struct{ n *netfilter.NAT }
+
+func (k *kernelNAT) Forward(listen netip.AddrPort, f pgproxy.Forward) error {
+	if k.n == nil {
+		return errors.New("the kernel's NAT is unavailable")
+	}
+	return k.n.Set(listen, netfilter.Route(f))
+}
+
+func (k *kernelNAT) Unforward(listen netip.AddrPort) error {
+	if k.n == nil {
+		return nil
+	}
+	return k.n.Delete(listen)
 }
 
 // New builds a server for each section of cfg.Traffic that is set.
@@ -61,6 +82,12 @@ func New(cfg *config.Config, router *traffic.Router, logger *slog.Logger) (*Plan
 				p.kernel = &kernelRelay{}
 			}
 			opts.Splicer = p.kernel
+			if port.Role == config.PGWriter {
+				if p.nat == nil {
+					p.nat = &kernelNAT{}
+				}
+				opts.Forwarder = p.nat
+			}
 		}
 		pp, err := pgproxy.New(cfg, port, router, opts)
 		if err != nil {
@@ -87,6 +114,15 @@ func (p *Plane) Open() error {
 		} else {
 			p.kernel.s = s
 			p.opened = append(p.opened, s)
+		}
+	}
+	if p.nat != nil {
+		n, err := netfilter.Open()
+		if err != nil {
+			p.logger.Info("the Postgres writer endpoints relay every connection: the kernel's NAT is unavailable", "err", err)
+		} else {
+			p.nat.n = n
+			p.opened = append(p.opened, n)
 		}
 	}
 	if p.dns != nil {

@@ -2,6 +2,7 @@ package traffic
 
 import (
 	"context"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -120,11 +121,22 @@ func (r *Router) Close(ctx context.Context) error {
 }
 
 // Changed returns a channel closed at the next snapshot that differs in
-// state (active region, epoch, hold); for servers that must act on a switch.
+// state (active region, epoch, hold) or in an endpoint's verdict; for
+// servers that must act on a switch.
 func (r *Router) Changed() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.changed
+}
+
+// Health is the verdict on a service's endpoint in a region, as of the
+// last snapshot ("" before any).
+func (r *Router) Health(service, region string) health.State {
+	snap := r.snap.Load()
+	if snap == nil {
+		return ""
+	}
+	return snap.healthy[health.Key{Service: service, Region: region}]
 }
 
 // State is the routing state now.
@@ -167,7 +179,7 @@ func (r *Router) update() {
 		next.decided[policy] = m
 	}
 	r.snap.Store(next)
-	if prev == nil || prev.state != st {
+	if prev == nil || prev.state != st || !maps.Equal(prev.healthy, healthy) {
 		close(r.changed)
 		r.changed = make(chan struct{})
 	}

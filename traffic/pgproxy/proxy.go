@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
@@ -37,6 +39,7 @@ type Router interface {
 	Decide(service, policy string, weights map[string]int) traffic.Decision
 	Source() traffic.StateSource
 	Changed() <-chan struct{}
+	Health(service, region string) health.State
 }
 
 // Options tune the endpoint.
@@ -52,6 +55,31 @@ type Options struct {
 	// connection to its server in the kernel once the startup message
 	// is on its way; a connection it cannot join is relayed here.
 	Splicer Splicer
+	// Forwarder, when set and the endpoint's relay is auto, makes the
+	// kernel carry a writer's new connections straight to the primary
+	// while the endpoint admits them (no hold, a confirmed quorum, a
+	// primary not down); the others reach the listener.
+	Forwarder Forwarder
+}
+
+// Forwarder makes the kernel carry an endpoint's connections (NAT).
+type Forwarder interface {
+	// Forward installs listen's route, replacing the previous one. An
+	// error says the kernel does not carry new connections now.
+	Forward(listen netip.AddrPort, f Forward) error
+	// Unforward removes listen's route and resets what it carried.
+	Unforward(listen netip.AddrPort) error
+}
+
+// Forward is where the kernel sends an endpoint's connections.
+type Forward struct {
+	// Target receives the endpoint's new connections while Admit is set.
+	Target netip.AddrPort
+	Admit  bool
+	// Epoch marks the connections sent; those sent under another epoch
+	// are reset, and all of them when Keep is not set.
+	Epoch uint64
+	Keep  bool
 }
 
 // Splicer makes the kernel carry the bytes between two connections.
@@ -75,6 +103,10 @@ type Proxy struct {
 	mu     sync.Mutex
 	conns  map[*session]struct{}
 	closed bool
+	// The kernel's route (Forwarder): whether it carries new connections
+	// now, else why not.
+	nat    bool
+	natErr string
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -112,7 +144,10 @@ func New(cfg *config.Config, port config.PostgresPort, router Router, opts Optio
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if port.Relay == config.RelayUser {
-		opts.Splicer = nil
+		opts.Splicer, opts.Forwarder = nil, nil
+	}
+	if port.Role != config.PGWriter {
+		opts.Forwarder = nil
 	}
 	p := &Proxy{listen: port.Listen, service: port.Service, role: port.Role, targets: map[string]string{},
 		router: router, opts: opts, logger: opts.Logger, conns: map[*session]struct{}{}}
@@ -158,6 +193,11 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	p.cancel()
 	p.ln.Close()
+	if p.opts.Forwarder != nil {
+		if err := p.opts.Forwarder.Unforward(p.listenAddr()); err != nil {
+			p.logger.Warn("postgres endpoint: removing the kernel's route failed", "service", p.service, "err", err)
+		}
+	}
 	p.mu.Lock()
 	p.closed = true
 	for s := range p.conns {
@@ -198,6 +238,7 @@ func (p *Proxy) watch(ctx context.Context) {
 	for {
 		ch := p.router.Changed()
 		p.enforce()
+		p.forward()
 		select {
 		case <-ctx.Done():
 			return
@@ -222,6 +263,60 @@ func (p *Proxy) enforce() {
 			s.close()
 			delete(p.conns, s)
 		}
+	}
+}
+
+// listenAddr is the address the endpoint listens on.
+func (p *Proxy) listenAddr() netip.AddrPort {
+	a, _ := p.ln.Addr().(*net.TCPAddr)
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap := a.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// forward gives the kernel the writer's route: new connections go
+// straight to the active region's server while nothing needs the
+// endpoint's judgement (a hold to wait out, a quorum to wait for, a
+// server known down whose failure the endpoint explains); connections of
+// an older epoch, or all without a quorum, are reset as enforce closes
+// the relayed ones.
+func (p *Proxy) forward() {
+	if p.opts.Forwarder == nil {
+		return
+	}
+	st := p.router.Source().Current()
+	f := Forward{Epoch: st.Epoch, Keep: !st.NoQuorum}
+	if addr, ok := p.targets[st.Active]; ok {
+		f.Target, _ = netip.ParseAddrPort(addr)
+	}
+	why := ""
+	switch {
+	case st.Held:
+		why = "a switchover holds new connections"
+	case st.NoQuorum:
+		why = "no quorum"
+	case !f.Target.IsValid():
+		why = fmt.Sprintf("region %s's server is not an IP address", st.Active)
+	case p.router.Health(p.service, st.Active) == health.Down:
+		why = fmt.Sprintf("region %s's server is down", st.Active)
+	default:
+		f.Admit = true
+	}
+	if err := p.opts.Forwarder.Forward(p.listenAddr(), f); err != nil && f.Admit {
+		f.Admit, why = false, err.Error()
+	} else if err != nil {
+		why = err.Error()
+	}
+	p.mu.Lock()
+	changed := p.natErr != why
+	p.nat, p.natErr = f.Admit, why
+	p.mu.Unlock()
+	if changed && f.Admit {
+		p.logger.Info("postgres endpoint: the kernel carries new connections", "service", p.service, "region", st.Active, "epoch", st.Epoch)
+	} else if changed {
+		p.logger.Info("postgres endpoint: new connections reach the endpoint", "service", p.service, "reason", why)
 	}
 }
 
@@ -411,6 +506,11 @@ type EndpointStatus struct {
 	// KernelRelayed is how many of them the kernel carries (relay auto,
 	// as root); the others are copied by Lifeboat.
 	KernelRelayed int `json:"kernel_relayed"`
+	// NAT says the kernel's NAT takes new connections straight to the
+	// server (a writer, relay auto, as root): those are not counted in
+	// Connections. NATOff says why it does not, when it could.
+	NAT    bool   `json:"nat"`
+	NATOff string `json:"nat_off,omitempty"`
 }
 
 // Status reports the endpoint's current target.
@@ -423,8 +523,9 @@ func (p *Proxy) Status() EndpointStatus {
 			k++
 		}
 	}
+	nat, off := p.nat, p.natErr
 	p.mu.Unlock()
-	return EndpointStatus{Listen: p.listen, Service: p.service, Role: p.role, Region: region, Epoch: epoch, Connections: n, KernelRelayed: k}
+	return EndpointStatus{Listen: p.listen, Service: p.service, Role: p.role, Region: region, Epoch: epoch, Connections: n, KernelRelayed: k, NAT: nat, NATOff: off}
 }
 
 // quorumWait bounds how long a new writer connection waits for its node to

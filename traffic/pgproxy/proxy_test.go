@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +17,80 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/health"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
+	"github.com/lifeboat-dr/lifeboat/netfilter"
 	"github.com/lifeboat-dr/lifeboat/sockmap"
 	"github.com/lifeboat-dr/lifeboat/traffic"
 )
 
 func TestMain(m *testing.M) { testenv.MainWithLeakCheck(m) }
 
-// upVerdicts says every endpoint is up: the reader's choice of standby
-// needs health; the writer's does not.
-type upVerdicts struct{}
-
-func (upVerdicts) Verdicts() map[health.Key]health.Verdict {
-	return map[health.Key]health.Verdict{
-		{Service: "db", Region: "east"}: {State: health.Up},
-		{Service: "db", Region: "west"}: {State: health.Up},
-	}
+// verdicts says every endpoint is up unless marked down: the reader's
+// choice of standby needs health; the writer's does not, but the kernel
+// does not carry its connections to a server known down.
+type verdicts struct {
+	mu   sync.Mutex
+	down map[string]bool
 }
 
+func (v *verdicts) Verdicts() map[health.Key]health.Verdict {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[health.Key]health.Verdict{}
+	for _, r := range []string{"east", "west"} {
+		st := health.Up
+		if v.down[r] {
+			st = health.Down
+		}
+		out[health.Key{Service: "db", Region: r}] = health.Verdict{State: st}
+	}
+	return out
+}
+
+func (v *verdicts) markDown(region string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.down[region] = true
+}
+
+// natForwarder lets the kernel's NAT carry the writer's connections.
+type natForwarder struct{ n *netfilter.NAT }
+
+func (f natForwarder) Forward(l netip.AddrPort, r Forward) error {
+	return f.n.Set(l, netfilter.Route(r))
+}
+func (f natForwarder) Unforward(l netip.AddrPort) error { return f.n.Delete(l) }
+
+// kernel is how the kernel may carry the endpoint's connections: not at
+// all, splicing them (a BPF sockhash), or translating them (NAT) with
+// the splicer for those it does not.
+func kernel(t *testing.T, mode string) Options {
+	t.Helper()
+	if mode == "user relay" {
+		return Options{}
+	}
+	if os.Geteuid() != 0 {
+		t.Fatalf("the %s needs root (CI runs as root)", mode)
+	}
+	s, err := sockmap.Open()
+	if err != nil {
+		t.Fatalf("load the kernel relay: %v", err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	if mode == "kernel relay" {
+		return Options{Splicer: s}
+	}
+	n, err := netfilter.Open()
+	if err != nil {
+		t.Fatalf("the kernel's NAT: %v", err)
+	}
+	t.Cleanup(func() { n.Close(context.Background()) })
+	return Options{Splicer: s, Forwarder: natForwarder{n}}
+}
+
+var modes = []string{"user relay", "kernel relay", "kernel nat"}
+
 type env struct {
+	verdicts       *verdicts
 	pg             *testenv.PGPair
 	state          *traffic.MemState
 	router         *traffic.Router
@@ -44,7 +102,7 @@ func setup(t *testing.T) *env { return setupWith(t, Options{}) }
 // setupWith starts the writer and reader endpoints with opts.
 func setupWith(t *testing.T, opts Options) *env {
 	t.Helper()
-	e := &env{pg: testenv.StartPostgres(t, testenv.PGOptions{})}
+	e := &env{pg: testenv.StartPostgres(t, testenv.PGOptions{}), verdicts: &verdicts{down: map[string]bool{}}}
 	wport, rport := testenv.FreePort(t), testenv.FreePort(t)
 	doc := fmt.Sprintf(`cluster: pg
 regions:
@@ -62,7 +120,7 @@ traffic:
 	cfg := testenv.Config(t, doc)
 	var err error
 	e.state = traffic.NewMemState("east", 1)
-	e.router = traffic.NewRouter(cfg, e.state, upVerdicts{}, 10*time.Millisecond)
+	e.router = traffic.NewRouter(cfg, e.state, e.verdicts, 10*time.Millisecond)
 	e.router.Open()
 	e.writer, err = New(cfg, cfg.Traffic.Postgres[0], e.router, opts)
 	if err != nil {
@@ -112,29 +170,25 @@ func role(t *testing.T, c *pgx.Conn) (inRecovery bool, port int) {
 	return inRecovery, port
 }
 
-// The writer follows the primary, with either relay: Lifeboat copying the
-// bytes, or the kernel carrying them (a BPF sockhash; root).
+// The writer follows the primary, whoever carries the bytes: Lifeboat
+// copying them, the kernel splicing them, or the kernel's NAT.
 func TestWriterAcrossPrimaryChange(t *testing.T) {
-	t.Run("user relay", func(t *testing.T) { writerAcrossPrimaryChange(t, nil) })
-	t.Run("kernel relay", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Fatal("the kernel relay needs root (CI runs as root)")
-		}
-		s, err := sockmap.Open()
-		if err != nil {
-			t.Fatalf("load the kernel relay: %v", err)
-		}
-		t.Cleanup(func() { s.Close(context.Background()) })
-		writerAcrossPrimaryChange(t, s)
-	})
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) { writerAcrossPrimaryChange(t, kernel(t, mode)) })
+	}
 }
 
-func writerAcrossPrimaryChange(t *testing.T, splicer Splicer) {
-	e := setupWith(t, Options{Splicer: splicer})
-	kernel := 0
-	if splicer != nil {
+func writerAcrossPrimaryChange(t *testing.T, opts Options) {
+	e := setupWith(t, opts)
+	// Counted by the endpoint: what it relays (the NAT's are not).
+	relayed, kernel, nat := 1, 0, opts.Forwarder != nil
+	switch {
+	case nat:
+		relayed = 0
+	case opts.Splicer != nil:
 		kernel = 1
 	}
+	waitNAT(t, e.writer, nat)
 	old := connect(t, e.dsn(e.writer.Addr(), "prefer")) // SSLRequest answered 'N'
 	if rec, port := role(t, old); rec || port != e.pg.Primary.Port {
 		t.Fatalf("writer landed on recovery=%v port %d, want the primary %d", rec, port, e.pg.Primary.Port)
@@ -144,8 +198,8 @@ func writerAcrossPrimaryChange(t *testing.T, splicer Splicer) {
 	if err := old.QueryRow(context.Background(), "SELECT repeat('x', 3000000)").Scan(&big); err != nil || len(big) != 3000000 || strings.Trim(big, "x") != "" {
 		t.Fatalf("a 3 MB answer through the endpoint: %d bytes, %v", len(big), err)
 	}
-	if st := e.writer.Status(); st.Connections != 1 || st.KernelRelayed != kernel {
-		t.Errorf("writer status = %+v, want 1 connection, %d carried by the kernel", st, kernel)
+	if st := e.writer.Status(); st.Connections != relayed || st.KernelRelayed != kernel || st.NAT != nat {
+		t.Errorf("writer status = %+v, want %d relayed, %d carried by the kernel, nat %v", st, relayed, kernel, nat)
 	}
 	if _, err := old.Exec(context.Background(), "CREATE TABLE t (id int)"); err != nil {
 		t.Fatal(err)
@@ -177,7 +231,7 @@ func writerAcrossPrimaryChange(t *testing.T, splicer Splicer) {
 	if _, err := fresh.Exec(context.Background(), "INSERT INTO t VALUES (2)"); err != nil {
 		t.Errorf("write on the new primary: %v", err)
 	}
-	if st := e.writer.Status(); st.Region != "west" || st.Epoch != 2 || st.Connections != 1 || st.KernelRelayed != kernel {
+	if st := e.writer.Status(); st.Region != "west" || st.Epoch != 2 || st.Connections != relayed || st.KernelRelayed != kernel || st.NAT != nat {
 		t.Errorf("writer status = %+v", st)
 	}
 }
@@ -194,9 +248,33 @@ func TestPsqlAndTLSRefusal(t *testing.T) {
 	}
 }
 
+// waitNAT waits until the endpoint's kernel route is as wanted (it
+// follows the router, which follows state and verdicts).
+func waitNAT(t *testing.T, p *Proxy, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.Status().NAT != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the kernel's route: %+v, want nat %v", p.Status(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A hold: new connections wait (the kernel no longer takes them
+// straight to the old primary) and land on the new one; a primary known
+// down: a clear error, not a hang or a bare refusal.
 func TestHoldAndUnreachable(t *testing.T) {
-	e := setup(t)
+	for _, mode := range []string{"user relay", "kernel nat"} {
+		t.Run(mode, func(t *testing.T) { holdAndUnreachable(t, kernel(t, mode)) })
+	}
+}
+
+func holdAndUnreachable(t *testing.T, opts Options) {
+	e := setupWith(t, opts)
+	waitNAT(t, e.writer, opts.Forwarder != nil)
 	e.state.Hold()
+	waitNAT(t, e.writer, false)
 	type result struct {
 		port int
 		err  error
@@ -228,7 +306,10 @@ func TestHoldAndUnreachable(t *testing.T) {
 		t.Errorf("held connection: port %d err %v; want the new primary %d", r.port, r.err, e.pg.Standby.Port)
 	}
 	// The active region's server is down: a clear error, not a hang.
+	waitNAT(t, e.writer, opts.Forwarder != nil)
 	e.pg.Standby.Stop(t, "immediate")
+	e.verdicts.markDown("west")
+	waitNAT(t, e.writer, false)
 	_, err := pgx.Connect(context.Background(), e.dsn(e.writer.Addr(), "disable"))
 	if err == nil || !strings.Contains(err.Error(), "lifeboat: writer of service db in region west is unreachable") {
 		t.Errorf("unreachable primary: %v", err)
@@ -268,7 +349,14 @@ func TestBadStartup(t *testing.T) {
 // connections (after waiting a bounded moment for the quorum to return),
 // with a clear error; the reader keeps serving.
 func TestNoQuorumRefusesWrites(t *testing.T) {
-	e := setup(t)
+	for _, mode := range []string{"user relay", "kernel nat"} {
+		t.Run(mode, func(t *testing.T) { noQuorumRefusesWrites(t, kernel(t, mode)) })
+	}
+}
+
+func noQuorumRefusesWrites(t *testing.T, opts Options) {
+	e := setupWith(t, opts)
+	waitNAT(t, e.writer, opts.Forwarder != nil)
 	old := connect(t, e.dsn(e.writer.Addr(), "disable"))
 	reader := connect(t, e.dsn(e.reader.Addr(), "disable"))
 	st := e.state.Current()
