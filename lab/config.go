@@ -93,7 +93,9 @@ func (s *Spec) configYAML(n Region) string {
 	}
 	w("  dns:\n    listen: %s:%d\n    zone: lab.\n    ttl: 5s\n    records: [{name: app, service: app}]\n", listen, PortDNS)
 	w("  http:\n    listen: %s:%d\n    routes: [{host: %s, service: app}]\n", listen, PortHTTP, AppHost)
-	w("  postgres:\n    - {listen: \"%s:%d\", service: db, role: writer}\n", listen, PortWriter)
+	// The writer endpoint listens on the region's address: the kernel's
+	// NAT (as root) translates connections to one address only.
+	w("  postgres:\n    - {listen: \"%s:%d\", service: db, role: writer}\n", n.IP, PortWriter)
 	w("policy:\n  rpo: 1m\n  rto: 5m\n  failover: auto\n")
 	w("  # The lab fails over again and again: drills run back to back.\n")
 	w("  cooldown: 1s\n  max_auto_failovers: 1000\n  failover_window: 1h\n")

@@ -390,7 +390,7 @@ func (l *Lab) writerFor(r Region) string {
 	for _, n := range l.Nodes {
 		if n.Name == r.Name {
 			if l.Net == NetNS {
-				return net.JoinHostPort("127.0.0.1", strconv.Itoa(PortWriter))
+				return net.JoinHostPort(n.IP, strconv.Itoa(PortWriter))
 			}
 			return l.hostPort(r, n, PortWriter)
 		}

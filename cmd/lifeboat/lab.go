@@ -180,10 +180,24 @@ func (a *app) labStatusCommand() *cobra.Command {
 				if st.Control != nil {
 					leader = st.Control.Leader
 				}
+				writer := ""
 				if st.Traffic != nil {
 					epoch = st.Traffic.State.Epoch
+					for _, p := range st.Traffic.Postgres {
+						if p.Role != "writer" {
+							continue
+						}
+						if p.NAT {
+							writer = "; writer endpoint: kernel NAT"
+						} else {
+							writer = "; writer endpoint: relay"
+							if p.NATOff != "" {
+								writer += " (" + p.NATOff + ")"
+							}
+						}
+					}
 				}
-				fmt.Fprintf(a.stdout, "node %s: active %s, epoch %d, leader %s; %s\n", n.Name, st.ActiveRegion, epoch, leader, strings.Join(regions, ", "))
+				fmt.Fprintf(a.stdout, "node %s: active %s, epoch %d, leader %s; %s%s\n", n.Name, st.ActiveRegion, epoch, leader, strings.Join(regions, ", "), writer)
 			}
 			return nil
 		},

@@ -58,6 +58,11 @@ func TestLabDrills(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "node witness: active east, epoch 1") {
 		t.Errorf("lab status: exit %d\n%s", code, out)
 	}
+	// As root, the kernel's NAT carries the writer endpoints' connections
+	// (the drills below go through it).
+	if n := strings.Count(out, "writer endpoint: kernel NAT"); n != 3 {
+		t.Errorf("lab status: %d of 3 writer endpoints on the kernel's NAT:\n%s", n, out)
+	}
 	for _, scenario := range []string{"region-outage", "db-crash", "network-partition", "switchover", "failback", "replication-lag"} {
 		out, errs, code := run(t, nil, "lab", "drill", scenario, "--json", "--dir", dir)
 		if code != 0 {

@@ -145,7 +145,11 @@ func printStatus(w io.Writer, resp api.StatusResponse, now time.Time) {
 			fmt.Fprintf(tw, "http %s%s\t%s\t%s\t%s\n", orAny(r.Host), r.PathPrefix, r.Service, r.Region, r.Mode)
 		}
 		for _, p := range t.Postgres {
-			fmt.Fprintf(tw, "postgres %s %s\t%s\t%s (%d connections)\tepoch %d\n", p.Role, p.Listen, p.Service, p.Region, p.Connections, p.Epoch)
+			carried := fmt.Sprintf("%d relayed", p.Connections)
+			if p.NAT {
+				carried += ", new ones by the kernel's NAT"
+			}
+			fmt.Fprintf(tw, "postgres %s %s\t%s\t%s (%s)\tepoch %d\n", p.Role, p.Listen, p.Service, p.Region, carried, p.Epoch)
 		}
 		tw.Flush()
 	}
