@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lifeboat-dr/lifeboat/api"
+	"github.com/lifeboat-dr/lifeboat/netfilter"
 )
 
 // Up starts a lab in opts.Dir: in network namespaces as root, on loopback
@@ -461,11 +463,24 @@ func (l *Lab) Down(ctx context.Context) error {
 	}
 	l.killProcess(Region{Name: "lab"}, "links")
 	time.Sleep(200 * time.Millisecond)
+	var errs []error
 	if l.Net == NetNS {
 		deleteNetwork(ctx, &l.Spec)
+	} else if os.Geteuid() == 0 {
+		// The killed nodes' NAT tables (as root, on the host's network):
+		// no node will route the lab's addresses again.
+		ips := map[netip.Addr]bool{}
+		for _, r := range append(append([]Region(nil), l.Regions...), l.Nodes...) {
+			if a, err := netip.ParseAddr(r.IP); err == nil {
+				ips[a] = true
+			}
+		}
+		if err := netfilter.RemoveOrphans(func(a netip.AddrPort) bool { return ips[a.Addr()] }); err != nil {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
+		}
 	}
 	if l.Dir == "" || l.Dir == "/" {
 		return errors.New("lab: refusing to remove the directory " + l.Dir)
 	}
-	return os.RemoveAll(l.Dir)
+	return errors.Join(append(errs, os.RemoveAll(l.Dir))...)
 }

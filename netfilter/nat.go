@@ -25,13 +25,14 @@
 // kernel drops loopback packets that leave the host). Connections from
 // other hosts are translated only to a target on this host (forwarding
 // them elsewhere would need this host to route and masquerade); others
-// reach the listener. The table is named lifeboat_<pid>_<n>; conntrack
+// reach the listener. The table is named lifeboat_<pid>_<random>; conntrack
 // marks of the translated connections are Lifeboat's.
 package netfilter
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -70,14 +71,16 @@ var ErrUnsupported = errors.New("the kernel cannot translate this endpoint's con
 
 // NAT is one process's table of translations.
 type NAT struct {
-	conn   *nftables.Conn
-	table  *nftables.Table
-	live   *nftables.Set
-	chains map[string]*nftables.Chain
+	conn  *nftables.Conn
+	table *nftables.Table
+	live  *nftables.Set
+	// endpoints lists the routed endpoints, for the process that adopts
+	// the table once this one has exited.
+	endpoints *nftables.Set
+	chains    map[string]*nftables.Chain
 
 	mu     sync.Mutex
 	routes map[netip.AddrPort]Route
-	local  func(netip.Addr) bool
 	stop   chan struct{}
 	done   chan struct{}
 	closed bool
@@ -92,11 +95,11 @@ const (
 	chainIn      = "reset_input"
 	chainForward = "reset_forward"
 	setLive      = "live"
+	setEndpoints = "endpoints"
 )
 
 // Open creates the process's table (root, or CAP_NET_ADMIN) and starts
-// renewing its lease. Tables left by processes that no longer exist are
-// removed.
+// renewing its lease.
 func Open() (*NAT, error) {
 	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
@@ -104,9 +107,8 @@ func Open() (*NAT, error) {
 	}
 	var suffix [4]byte
 	rand.Read(suffix[:])
-	n := &NAT{conn: conn, chains: map[string]*nftables.Chain{}, routes: map[netip.AddrPort]Route{}, local: isLocal,
+	n := &NAT{conn: conn, chains: map[string]*nftables.Chain{}, routes: map[netip.AddrPort]Route{},
 		stop: make(chan struct{}), done: make(chan struct{})}
-	n.removeOrphans()
 	n.table = conn.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: fmt.Sprintf("lifeboat_%d_%s", os.Getpid(), hex.EncodeToString(suffix[:]))})
 	for _, c := range []struct {
 		name     string
@@ -123,9 +125,12 @@ func Open() (*NAT, error) {
 		n.chains[c.name] = conn.AddChain(&nftables.Chain{Name: c.name, Table: n.table, Type: c.typ, Hooknum: c.hook, Priority: c.priority})
 	}
 	n.live = &nftables.Set{Table: n.table, Name: setLive, KeyType: nftables.TypeInetService, HasTimeout: true}
-	if err := conn.AddSet(n.live, nil); err != nil {
-		conn.CloseLasting()
-		return nil, fmt.Errorf("netfilter: %w", err)
+	n.endpoints = &nftables.Set{Table: n.table, Name: setEndpoints, KeyType: endpointType, Concatenation: true}
+	for _, set := range []*nftables.Set{n.live, n.endpoints} {
+		if err := conn.AddSet(set, nil); err != nil {
+			conn.CloseLasting()
+			return nil, fmt.Errorf("netfilter: %w", err)
+		}
 	}
 	if err := conn.Flush(); err != nil {
 		conn.CloseLasting()
@@ -138,27 +143,89 @@ func Open() (*NAT, error) {
 // Table is the name of the process's table.
 func (n *NAT) Table() string { return n.table.Name }
 
-// removeOrphans deletes the tables of processes that have exited (their
-// leases have lapsed; the tables only clutter the ruleset).
-func (n *NAT) removeOrphans() {
-	tables, err := n.conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+// adoptOrphans deletes the tables of processes that have exited once this
+// process routes every endpoint such a table routed: the dead process's
+// table keeps resetting the connections it translated until then (its
+// lease has lapsed), and this process's rules reset those of another
+// epoch from then on, as they match connections by their endpoint, not by
+// who translated them. Called with n.mu held.
+func (n *NAT) adoptOrphans() {
+	removeOrphans(n.conn, n.table.Name, func(l netip.AddrPort) bool {
+		_, ok := n.routes[l]
+		return ok
+	})
+}
+
+// RemoveOrphans deletes the tables left by exited processes whose
+// endpoints all satisfy gone (no process will route them again, as when
+// a lab is taken down): the connections those processes translated are
+// no longer reset.
+func RemoveOrphans(gone func(netip.AddrPort) bool) error {
+	conn, err := nftables.New()
 	if err != nil {
-		return
+		return fmt.Errorf("netfilter: %w", err)
 	}
+	return removeOrphans(conn, "", gone)
+}
+
+// removeOrphans deletes the tables (but skip) of exited processes whose
+// endpoints all satisfy owned. Processes are looked up in this process's
+// PID namespace: nodes sharing a network namespace must share that too.
+func removeOrphans(conn *nftables.Conn, skip string, owned func(netip.AddrPort) bool) error {
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return fmt.Errorf("netfilter: %w", err)
+	}
+	deleted := false
 	for _, t := range tables {
 		var pid int
 		var rest string
-		if !strings.HasPrefix(t.Name, "lifeboat_") {
+		if !strings.HasPrefix(t.Name, "lifeboat_") || t.Name == skip {
 			continue
 		}
 		if _, err := fmt.Sscanf(strings.ReplaceAll(t.Name, "_", " "), "lifeboat %d %s", &pid, &rest); err != nil || pid <= 0 {
 			continue
 		}
-		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
-			n.conn.DelTable(t)
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			continue
+		}
+		els, err := conn.GetSetElements(&nftables.Set{Table: t, Name: setEndpoints, KeyType: endpointType, Concatenation: true})
+		if err != nil {
+			continue
+		}
+		all := true
+		for _, e := range els {
+			all = all && owned(endpointFromKey(e.Key))
+		}
+		if all {
+			conn.DelTable(t)
+			deleted = true
 		}
 	}
-	n.conn.Flush()
+	if !deleted {
+		return nil
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("netfilter: delete tables of exited processes: %w", err)
+	}
+	return nil
+}
+
+// endpointType is the key of the endpoints set: address . port.
+var endpointType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+
+func endpointKey(l netip.AddrPort) []byte {
+	k := make([]byte, 8)
+	copy(k, ip4(l.Addr()))
+	copy(k[4:], port(l))
+	return k
+}
+
+func endpointFromKey(k []byte) netip.AddrPort {
+	if len(k) < 6 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(k[:4])), binary.BigEndian.Uint16(k[4:6]))
 }
 
 // Set installs listen's route (replacing the previous one). A pair the
@@ -190,8 +257,8 @@ func (n *NAT) Set(listen netip.AddrPort, r Route) error {
 	return unsupported
 }
 
-// Delete removes listen's route: its new connections reach the listener,
-// and the connections translated for it are reset.
+// Delete stops translating listen's connections: new ones reach the
+// listener, and those translated earlier are reset.
 func (n *NAT) Delete(listen netip.AddrPort) error {
 	return n.Set(listen, Route{})
 }
@@ -223,7 +290,7 @@ func (n *NAT) apply() error {
 		r := n.routes[l]
 		if r.Admit {
 			n.add(chainNATOut, translate(l, r))
-			if n.local(r.Target.Addr()) && !r.Target.Addr().IsLoopback() {
+			if isLocal(r.Target.Addr()) && !r.Target.Addr().IsLoopback() {
 				n.add(chainNATPre, translate(l, r))
 			}
 		}
@@ -233,9 +300,18 @@ func (n *NAT) apply() error {
 		}
 	}
 	n.renewElements()
+	n.conn.FlushSet(n.endpoints)
+	var els []nftables.SetElement
+	for _, l := range listens {
+		els = append(els, nftables.SetElement{Key: endpointKey(l)})
+	}
+	if len(els) > 0 {
+		n.conn.SetAddElements(n.endpoints, els)
+	}
 	if err := n.conn.Flush(); err != nil {
 		return fmt.Errorf("netfilter: table %s: %w", n.table.Name, err)
 	}
+	n.adoptOrphans()
 	return nil
 }
 

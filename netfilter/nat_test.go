@@ -186,37 +186,86 @@ func TestLeaseOfADeadProcess(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("nftables needs root (CI runs as root)")
 	}
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), "LIFEBOAT_NAT_CHILD="+listener.String()+">"+a.String())
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child.Stderr = os.Stderr
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer child.Process.Kill()
-	table, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("the child did not install its route: %v", err)
-	}
-	table = strings.TrimSpace(table)
+	table, kill := child(t, listener, a)
 	old := dial(t, listener)
 	want(t, "the child's route", old, "A")
-	child.Process.Kill()
-	child.Wait()
+	kill()
 	killed := time.Now()
 	want(t, "just after the child died", dial(t, listener), "A")
 	time.Sleep(Lease + 500*time.Millisecond - time.Since(killed))
 	want(t, "after the lease: a new connection", dial(t, listener), "L")
 	want(t, "after the lease: the child's connection", old, "")
 	if !tableExists(t, table) {
-		t.Fatalf("the child's table %s is gone already", table)
+		t.Fatalf("the dead child's table %s is gone before another process routes its endpoint", table)
 	}
-	open(t)
+	// The next process to route the endpoint adopts it: the table goes
+	// (this process's rules now reset connections of another epoch).
+	next := open(t)
+	if err := next.Set(listener, Route{Target: a, Admit: true, Epoch: 2, Keep: true}); err != nil {
+		t.Fatal(err)
+	}
 	if tableExists(t, table) {
-		t.Errorf("the dead child's table %s was not removed by the next process", table)
+		t.Errorf("the dead child's table %s was not removed by the process that routes its endpoint", table)
+	}
+	want(t, "adopted: a new connection", dial(t, listener), "A")
+}
+
+// child starts a process (this test binary) that routes listen to
+// target and waits; kill kills it and waits for its end.
+func child(t *testing.T, listen, target netip.AddrPort) (table string, kill func()) {
+	t.Helper()
+	c := exec.Command(os.Args[0], "-test.run=^$")
+	c.Env = append(os.Environ(), "LIFEBOAT_NAT_CHILD="+listen.String()+">"+target.String())
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stderr = os.Stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kill = func() {
+		c.Process.Kill()
+		c.Wait()
+	}
+	t.Cleanup(func() {
+		kill()
+		RemoveOrphans(func(l netip.AddrPort) bool { return l == listen })
+	})
+	table, err = bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the child did not install its route: %v", err)
+	}
+	return strings.TrimSpace(table), kill
+}
+
+// RemoveOrphans deletes the tables of exited processes whose endpoints
+// are all gone, and only those.
+func TestRemoveOrphans(t *testing.T) {
+	a, l1, l2 := server(t, "A"), server(t, "L1"), server(t, "L2")
+	if os.Geteuid() != 0 {
+		t.Fatal("nftables needs root (CI runs as root)")
+	}
+	t1, kill1 := child(t, l1, a)
+	t2, kill2 := child(t, l2, a)
+	t3, _ := child(t, l1, a) // alive
+	kill1()
+	kill2()
+	if err := RemoveOrphans(func(l netip.AddrPort) bool { return l == l1 }); err != nil {
+		t.Fatal(err)
+	}
+	if tableExists(t, t1) {
+		t.Errorf("%s (exited, its endpoint gone) was not removed", t1)
+	}
+	if !tableExists(t, t2) {
+		t.Errorf("%s (exited, its endpoint not gone) was removed", t2)
+	}
+	if !tableExists(t, t3) {
+		t.Errorf("%s (alive) was removed", t3)
+	}
+	RemoveOrphans(func(l netip.AddrPort) bool { return l == l2 })
+	if tableExists(t, t2) {
+		t.Errorf("%s was not removed once its endpoint was gone", t2)
 	}
 }
 
