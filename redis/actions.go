@@ -13,11 +13,14 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -301,19 +304,32 @@ func (s serverState) fenceSet() bool { return s.toWrite == fenceReplicas }
 func (s serverState) fenced() bool { return s.fenceSet() && s.maxLag > 0 }
 
 // state reads INFO replication and the two settings of the fence, in one
-// round trip.
+// round trip. It is an action's first contact with the server: a
+// connection that ends before the answer (a server or a network link
+// just back) is tried again, up to three times within ctx.
 func (a *action) state(ctx context.Context) (serverState, error) {
 	var info *goredis.StringCmd
 	var toWrite, maxLag *goredis.MapStringStringCmd
-	// Errors are per command, below.
-	_, _ = a.client().Pipelined(ctx, func(p goredis.Pipeliner) error {
-		info = p.Info(ctx, "replication")
-		toWrite = p.ConfigGet(ctx, "min-replicas-to-write")
-		maxLag = p.ConfigGet(ctx, "min-replicas-max-lag")
-		return nil
-	})
-	if err := info.Err(); err != nil {
-		return serverState{}, a.fail("INFO", err)
+	for attempt := 1; ; attempt++ {
+		// Errors are per command, below.
+		_, _ = a.client().Pipelined(ctx, func(p goredis.Pipeliner) error {
+			info = p.Info(ctx, "replication")
+			toWrite = p.ConfigGet(ctx, "min-replicas-to-write")
+			maxLag = p.ConfigGet(ctx, "min-replicas-max-lag")
+			return nil
+		})
+		err := info.Err()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !connectionEnded(err) {
+			return serverState{}, a.fail("INFO", err)
+		}
+		select {
+		case <-ctx.Done():
+			return serverState{}, a.fail("INFO", err)
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
 	st := serverState{info: parseInfo(info.Val())}
 	for _, c := range []struct {
@@ -335,6 +351,13 @@ func (a *action) state(ctx context.Context) (serverState, error) {
 		return serverState{}, a.errorf("INFO replication: role is %q, want master or slave", role)
 	}
 	return st, nil
+}
+
+// connectionEnded says whether err is a connection closed or refused
+// before an answer came, rather than an answer.
+func connectionEnded(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
 
 // info reads INFO replication.

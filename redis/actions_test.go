@@ -3,8 +3,11 @@ package redis
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,5 +382,62 @@ func TestActionsBadURL(t *testing.T) {
 	}
 	if _, err := Replicate(t.Context(), good, "unix://:"+secret+"@/tmp/redis.sock"); err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "TCP") {
 		t.Errorf("Replicate to a unix socket: %v", err)
+	}
+}
+
+// TestActionAfterDroppedConnection: a connection that ends before the
+// first command's answer (a link just back, a server restarting) is tried
+// again: the action succeeds on the next one.
+func TestActionAfterDroppedConnection(t *testing.T) {
+	t.Parallel()
+	pair := testenv.StartRedis(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			first := accepted.Add(1) == 1
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", pair.Replica.Addr())
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				if first {
+					// The connection's handshake passes; it ends when
+					// the first command comes, before any answer.
+					buf := make([]byte, 4096)
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					up.Write(buf[:n])
+					if n, err = up.Read(buf); err != nil {
+						return
+					}
+					c.Write(buf[:n])
+					c.Read(buf)
+					return
+				}
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	through := strings.Replace(pair.Replica.URL(), pair.Replica.Addr(), ln.Addr().String(), 1)
+	res, err := Replicate(actionCtx(t), through, pair.Primary.URL())
+	if err != nil {
+		t.Fatalf("Replicate after a dropped connection: %v", err)
+	}
+	if res.Role != "slave" || accepted.Load() < 2 {
+		t.Errorf("Replicate: %+v after %d connections, want a replica and a second connection", res, accepted.Load())
 	}
 }
