@@ -283,7 +283,9 @@ func switchover(cfg *config.Config, b *builder, from, to, prefix string) {
 
 // reprotect makes region's data services standbys of to's. A postgres
 // service without a manage entry for region cannot be reprotected: the
-// plan says so.
+// plan says so. Each step is tried once more after a failure: they are
+// idempotent, traffic has moved already, and a server or link just back
+// may drop the first connection.
 func reprotect(cfg *config.Config, b *builder, region, to, prefix string) []Step {
 	var out []Step
 	for _, s := range services(cfg, config.KindPostgres) {
@@ -295,6 +297,9 @@ func reprotect(cfg *config.Config, b *builder, region, to, prefix string) []Step
 	}
 	for _, s := range services(cfg, config.KindRedis) {
 		out = append(out, step(strings.Replace(prefix, "reprotect", "replicate", 1)+"-"+s.Name+"-"+region, "redis.replicate", defaultTimeout, config.OnFailureAbort, "service", s.Name, "region", region, "primary", to))
+	}
+	for i := range out {
+		out[i].Retries = 1
 	}
 	return out
 }
