@@ -117,7 +117,7 @@ func (p *Plane) Open() error {
 		}
 	}
 	if p.nat != nil {
-		n, err := netfilter.Open()
+		n, err := netfilter.Open(p.logger)
 		if err != nil {
 			p.logger.Info("the Postgres writer endpoints relay every connection: the kernel's NAT is unavailable", "err", err)
 		} else {

@@ -13,12 +13,23 @@
 //     only while the process renews its lease (an element with a timeout
 //     in a set: a process that dies or freezes stops renewing it, and its
 //     endpoints stop translating within Lease);
-//   - a packet of a translated connection marked with another epoch, of
-//     any translated connection when the endpoint keeps none (no quorum),
-//     or of any once the lease has lapsed, is answered with a TCP reset:
-//     the kernel's equivalent of the relay closing the connection;
+//   - a packet of a translated connection marked with another epoch or by
+//     another (earlier) process, or of any translated connection when the
+//     endpoint keeps none (no quorum), is answered with a TCP reset: the
+//     kernel's equivalent of the relay closing the connection; once the
+//     lease has lapsed, the table resets the connections it translated,
+//     and only those (the mark carries the table's id), so a dead
+//     process's table never touches its successor's connections;
 //   - when the endpoint does not admit, new connections reach the
 //     endpoint's own listener, which holds, refuses or relays them.
+//
+// A reset reaches the side that sends the next packet: an idle client
+// learns of it when it next sends, and a server whose client never sends
+// again keeps its session until its TCP keepalive or its own timeouts
+// (idle_in_transaction_session_timeout) end it. Closing the table
+// (a graceful stop) leaves the connections translated earlier to run
+// until they end, as direct connections would; a change of primary ends
+// them on the server (the fence).
 //
 // Only IPv4 endpoints listening on one address are translated, and only
 // when the endpoint and its target are both loopback or both not (the
@@ -36,6 +47,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -79,6 +91,11 @@ type NAT struct {
 	endpoints *nftables.Set
 	chains    map[string]*nftables.Chain
 
+	// id tells this table's translated connections from others' in
+	// their conntrack mark (random, not zero).
+	id     uint16
+	logger *slog.Logger
+
 	mu     sync.Mutex
 	routes map[netip.AddrPort]Route
 	stop   chan struct{}
@@ -99,15 +116,19 @@ const (
 )
 
 // Open creates the process's table (root, or CAP_NET_ADMIN) and starts
-// renewing its lease.
-func Open() (*NAT, error) {
+// renewing its lease; a renewal that fails is logged (the translations
+// stop when the lease lapses, and the endpoints' listeners take over).
+func Open(logger *slog.Logger) (*NAT, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, fmt.Errorf("netfilter: %w", err)
 	}
 	var suffix [4]byte
 	rand.Read(suffix[:])
-	n := &NAT{conn: conn, chains: map[string]*nftables.Chain{}, routes: map[netip.AddrPort]Route{},
+	n := &NAT{conn: conn, chains: map[string]*nftables.Chain{}, routes: map[netip.AddrPort]Route{}, id: binary.BigEndian.Uint16(suffix[:2]) | 1, logger: logger,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	n.table = conn.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: fmt.Sprintf("lifeboat_%d_%s", os.Getpid(), hex.EncodeToString(suffix[:]))})
 	for _, c := range []struct {
@@ -235,6 +256,9 @@ func endpointFromKey(k []byte) netip.AddrPort {
 func (n *NAT) Set(listen netip.AddrPort, r Route) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.closed {
+		return fmt.Errorf("netfilter: table %s is closed", n.table.Name)
+	}
 	var unsupported error
 	if r.Admit {
 		if unsupported = supported(listen, r.Target); unsupported != nil {
@@ -289,14 +313,14 @@ func (n *NAT) apply() error {
 	for _, l := range listens {
 		r := n.routes[l]
 		if r.Admit {
-			n.add(chainNATOut, translate(l, r))
+			n.add(chainNATOut, n.translate(l, r))
 			if isLocal(r.Target.Addr()) && !r.Target.Addr().IsLoopback() {
-				n.add(chainNATPre, translate(l, r))
+				n.add(chainNATPre, n.translate(l, r))
 			}
 		}
 		for _, c := range []string{chainOut, chainIn, chainForward} {
-			n.add(c, reset(l, r))
-			n.add(c, append(append(translated(l), live(l, true)...), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
+			n.add(c, n.reset(l, r))
+			n.add(c, n.lapsed(l))
 		}
 	}
 	n.renewElements()
@@ -336,6 +360,7 @@ func (n *NAT) renew() {
 	defer close(n.done)
 	t := time.NewTicker(Lease / 6)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-n.stop:
@@ -345,7 +370,15 @@ func (n *NAT) renew() {
 		n.mu.Lock()
 		if len(n.routes) > 0 {
 			n.renewElements()
-			n.conn.Flush()
+			err := n.conn.Flush()
+			if (err != nil) != failing {
+				if err != nil {
+					n.logger.Warn("netfilter: renewing the lease failed: the kernel stops translating when it lapses", "table", n.table.Name, "lease", Lease, "err", err)
+				} else {
+					n.logger.Info("netfilter: the lease is renewed again", "table", n.table.Name)
+				}
+			}
+			failing = err != nil
 		}
 		n.mu.Unlock()
 	}
@@ -363,11 +396,7 @@ func (n *NAT) Close(ctx context.Context) error {
 	n.closed = true
 	n.mu.Unlock()
 	close(n.stop)
-	select {
-	case <-n.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	<-n.done // a renewal in flight is one netlink round trip
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.conn.DelTable(n.table)
@@ -392,7 +421,12 @@ func port(a netip.AddrPort) []byte { return binaryutil.BigEndian.PutUint16(a.Por
 
 func ip4(a netip.Addr) []byte { b := a.As4(); return b[:] }
 
-func mark(epoch uint64) []byte { return binaryutil.NativeEndian.PutUint32(uint32(epoch)) }
+// mark is the conntrack mark of the connections this table translates
+// under epoch: the table's id in the high 16 bits, the epoch's low 16
+// bits below (marks are only compared for equality).
+func (n *NAT) mark(epoch uint64) []byte {
+	return binaryutil.NativeEndian.PutUint32(uint32(n.id)<<16 | uint32(epoch&0xffff))
+}
 
 // toEndpoint matches a TCP packet addressed to l (before translation).
 func toEndpoint(l netip.AddrPort) []expr.Any {
@@ -414,12 +448,13 @@ func live(l netip.AddrPort, lapsed bool) []expr.Any {
 	}
 }
 
-// translate: ip daddr L tcp dport P, lease live → ct mark set E, dnat to T.
-func translate(l netip.AddrPort, r Route) []expr.Any {
+// translate: ip daddr L tcp dport P, lease live → ct mark set the
+// table's mark of the epoch, dnat to T.
+func (n *NAT) translate(l netip.AddrPort, r Route) []expr.Any {
 	e := toEndpoint(l)
 	e = append(e, live(l, false)...)
 	return append(e,
-		&expr.Immediate{Register: reg1, Data: mark(r.Epoch)},
+		&expr.Immediate{Register: reg1, Data: n.mark(r.Epoch)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1, SourceRegister: true},
 		&expr.Immediate{Register: reg1, Data: ip4(r.Target.Addr())},
 		&expr.Immediate{Register: reg2, Data: port(r.Target)},
@@ -448,18 +483,30 @@ func translated(l netip.AddrPort) []expr.Any {
 }
 
 // reset answers with a TCP reset a packet of a connection translated for
-// l that the route no longer keeps: another epoch's (or any, without
-// Keep). apply adds a second rule that resets them all once the lease
-// has lapsed.
-func reset(l netip.AddrPort, r Route) []expr.Any {
-	e := translated(l)
+// l that the route no longer keeps, while the lease holds: one of another
+// epoch or of another (earlier, dead) process's table, or any without
+// Keep. A dead process's rules thus never touch the connections of the
+// process that routes l after it.
+func (n *NAT) reset(l netip.AddrPort, r Route) []expr.Any {
+	e := append(translated(l), live(l, false)...)
 	if r.Keep {
 		e = append(e,
 			&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: mark(r.Epoch)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: n.mark(r.Epoch)},
 		)
 	}
 	return append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+}
+
+// lapsed resets every connection this table translated for l once the
+// lease has lapsed (the process died or froze), and only those.
+func (n *NAT) lapsed(l netip.AddrPort) []expr.Any {
+	return append(append(translated(l), live(l, true)...),
+		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(0xffff0000), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(uint32(n.id) << 16)},
+		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST},
+	)
 }
 
 // isLocal says whether a is an address of this host.

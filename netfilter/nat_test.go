@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,7 +74,7 @@ func open(t *testing.T) *NAT {
 	if os.Geteuid() != 0 {
 		t.Fatal("nftables needs root (CI runs as root)")
 	}
-	n, err := Open()
+	n, err := Open(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,12 +211,17 @@ func TestLeaseOfADeadProcess(t *testing.T) {
 	want(t, "adopted: a new connection", dial(t, listener), "A")
 }
 
-// child starts a process (this test binary) that routes listen to
-// target and waits; kill kills it and waits for its end.
-func child(t *testing.T, listen, target netip.AddrPort) (table string, kill func()) {
+// child starts a process (this test binary) that routes listen (and
+// more) to target and waits; kill kills it and waits for its end.
+func child(t *testing.T, listen, target netip.AddrPort, more ...netip.AddrPort) (table string, kill func()) {
 	t.Helper()
+	spec := listen.String()
+	for _, m := range more {
+		spec += "," + m.String()
+	}
 	c := exec.Command(os.Args[0], "-test.run=^$")
-	c.Env = append(os.Environ(), "LIFEBOAT_NAT_CHILD="+listen.String()+">"+target.String())
+	c.Env = append(os.Environ(), "LIFEBOAT_NAT_CHILD="+spec+">"+target.String())
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the test
 	out, err := c.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -230,13 +236,40 @@ func child(t *testing.T, listen, target netip.AddrPort) (table string, kill func
 	}
 	t.Cleanup(func() {
 		kill()
-		RemoveOrphans(func(l netip.AddrPort) bool { return l == listen })
+		RemoveOrphans(func(l netip.AddrPort) bool { return l == listen || slices.Contains(more, l) })
 	})
 	table, err = bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		t.Fatalf("the child did not install its route: %v", err)
 	}
 	return strings.TrimSpace(table), kill
+}
+
+// A dead process's table that nobody adopts (the next process routes
+// only some of its endpoints) resets only the connections it translated,
+// never those of the process that routes the endpoint after it, in the
+// same epoch or not.
+func TestDeadTableLeavesOthersAlone(t *testing.T) {
+	a, b, l1, l2 := server(t, "A"), server(t, "B"), server(t, "L1"), server(t, "L2")
+	if os.Geteuid() != 0 {
+		t.Fatal("nftables needs root (CI runs as root)")
+	}
+	table, kill := child(t, l1, a, l2)
+	old := dial(t, l1)
+	want(t, "the child's route", old, "A")
+	kill()
+	time.Sleep(Lease + 500*time.Millisecond)
+	n := open(t)
+	if err := n.Set(l1, Route{Target: b, Admit: true, Epoch: 1, Keep: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !tableExists(t, table) {
+		t.Fatalf("the child's table %s was adopted though its endpoint %s is not routed", table, l2)
+	}
+	c := dial(t, l1)
+	want(t, "the next process's connection", c, "B")
+	want(t, "the next process's connection, again", c, "B")
+	want(t, "the child's connection", old, "")
 }
 
 // RemoveOrphans deletes the tables of exited processes whose endpoints
@@ -271,15 +304,17 @@ func TestRemoveOrphans(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("LIFEBOAT_NAT_CHILD"); spec != "" {
-		l, target, _ := strings.Cut(spec, ">")
-		n, err := Open()
+		listens, target, _ := strings.Cut(spec, ">")
+		n, err := Open(nil)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		if err := n.Set(netip.MustParseAddrPort(l), Route{Target: netip.MustParseAddrPort(target), Admit: true, Epoch: 1, Keep: true}); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+		for _, l := range strings.Split(listens, ",") {
+			if err := n.Set(netip.MustParseAddrPort(l), Route{Target: netip.MustParseAddrPort(target), Admit: true, Epoch: 1, Keep: true}); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
 		}
 		fmt.Println(n.Table())
 		select {}

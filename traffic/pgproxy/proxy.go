@@ -105,10 +105,11 @@ type Proxy struct {
 	closed bool
 	// The kernel's route (Forwarder): whether it carries new connections
 	// now, else why not.
-	nat    bool
-	natErr string
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	nat     bool
+	natErr  string
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	watched chan struct{} // closed when watch has returned
 }
 
 type session struct {
@@ -171,12 +172,14 @@ func (p *Proxy) Open() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.wg.Add(2)
+	p.watched = make(chan struct{})
 	go func() {
 		defer p.wg.Done()
 		p.accept(ctx)
 	}()
 	go func() {
 		defer p.wg.Done()
+		defer close(p.watched)
 		p.watch(ctx)
 	}()
 	p.logger.Info("postgres endpoint serving", "addr", ln.Addr().String(), "service", p.service, "role", p.role)
@@ -193,6 +196,8 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	p.cancel()
 	p.ln.Close()
+	// The watch, which installs the kernel's route, has ended first.
+	<-p.watched
 	if p.opts.Forwarder != nil {
 		if err := p.opts.Forwarder.Unforward(p.listenAddr()); err != nil {
 			p.logger.Warn("postgres endpoint: removing the kernel's route failed", "service", p.service, "err", err)

@@ -79,7 +79,7 @@ func kernel(t *testing.T, mode string) Options {
 	if mode == "kernel relay" {
 		return Options{Splicer: s}
 	}
-	n, err := netfilter.Open()
+	n, err := netfilter.Open(nil)
 	if err != nil {
 		t.Fatalf("the kernel's NAT: %v", err)
 	}
