@@ -475,8 +475,15 @@ func (l *Lab) Down(ctx context.Context) error {
 				ips[a] = true
 			}
 		}
-		if err := netfilter.RemoveOrphans(func(a netip.AddrPort) bool { return ips[a.Addr()] }); err != nil {
-			errs = append(errs, fmt.Errorf("lab: %w", err))
+		// A node just killed may take a moment to exit.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			living, err := netfilter.RemoveOrphans(func(a netip.AddrPort) bool { return ips[a.Addr()] })
+			if err != nil {
+				errs = append(errs, fmt.Errorf("lab: %w", err))
+			}
+			if err != nil || living == 0 || time.Now().After(deadline) {
+				break
+			}
 		}
 	}
 	if l.Dir == "" || l.Dir == "/" {

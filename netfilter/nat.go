@@ -171,7 +171,7 @@ func (n *NAT) Table() string { return n.table.Name }
 // epoch from then on, as they match connections by their endpoint, not by
 // who translated them. Called with n.mu held.
 func (n *NAT) adoptOrphans() {
-	removeOrphans(n.conn, n.table.Name, func(l netip.AddrPort) bool {
+	_, _ = removeOrphans(n.conn, n.table.Name, func(l netip.AddrPort) bool {
 		_, ok := n.routes[l]
 		return ok
 	})
@@ -180,22 +180,38 @@ func (n *NAT) adoptOrphans() {
 // RemoveOrphans deletes the tables left by exited processes whose
 // endpoints all satisfy gone (no process will route them again, as when
 // a lab is taken down): the connections those processes translated are
-// no longer reset.
-func RemoveOrphans(gone func(netip.AddrPort) bool) error {
+// no longer reset. living counts the tables whose endpoints are all gone
+// but whose process has not exited yet (one just killed may take a
+// moment).
+func RemoveOrphans(gone func(netip.AddrPort) bool) (living int, err error) {
 	conn, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("netfilter: %w", err)
+		return 0, fmt.Errorf("netfilter: %w", err)
 	}
 	return removeOrphans(conn, "", gone)
+}
+
+// exited says whether process pid has exited (a zombie has).
+func exited(pid int) bool {
+	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return os.IsNotExist(err)
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
 }
 
 // removeOrphans deletes the tables (but skip) of exited processes whose
 // endpoints all satisfy owned. Processes are looked up in this process's
 // PID namespace: nodes sharing a network namespace must share that too.
-func removeOrphans(conn *nftables.Conn, skip string, owned func(netip.AddrPort) bool) error {
+func removeOrphans(conn *nftables.Conn, skip string, owned func(netip.AddrPort) bool) (living int, err error) {
 	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return fmt.Errorf("netfilter: %w", err)
+		return 0, fmt.Errorf("netfilter: %w", err)
 	}
 	deleted := false
 	for _, t := range tables {
@@ -207,9 +223,6 @@ func removeOrphans(conn *nftables.Conn, skip string, owned func(netip.AddrPort) 
 		if _, err := fmt.Sscanf(strings.ReplaceAll(t.Name, "_", " "), "lifeboat %d %s", &pid, &rest); err != nil || pid <= 0 {
 			continue
 		}
-		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
-			continue
-		}
 		els, err := conn.GetSetElements(&nftables.Set{Table: t, Name: setEndpoints, KeyType: endpointType, Concatenation: true})
 		if err != nil {
 			continue
@@ -218,18 +231,22 @@ func removeOrphans(conn *nftables.Conn, skip string, owned func(netip.AddrPort) 
 		for _, e := range els {
 			all = all && owned(endpointFromKey(e.Key))
 		}
-		if all {
+		switch {
+		case !all:
+		case !exited(pid):
+			living++
+		default:
 			conn.DelTable(t)
 			deleted = true
 		}
 	}
 	if !deleted {
-		return nil
+		return living, nil
 	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("netfilter: delete tables of exited processes: %w", err)
+		return living, fmt.Errorf("netfilter: delete tables of exited processes: %w", err)
 	}
-	return nil
+	return living, nil
 }
 
 // endpointType is the key of the endpoints set: address . port.

@@ -272,23 +272,39 @@ func TestDeadTableLeavesOthersAlone(t *testing.T) {
 	want(t, "the child's connection", old, "")
 }
 
-// RemoveOrphans deletes the tables of exited processes whose endpoints
-// are all gone, and only those.
+// RemoveOrphans deletes the tables of exited processes (zombies
+// included) whose endpoints are all gone, and only those; it counts those
+// whose process still lives.
 func TestRemoveOrphans(t *testing.T) {
 	a, l1, l2 := server(t, "A"), server(t, "L1"), server(t, "L2")
 	if os.Geteuid() != 0 {
 		t.Fatal("nftables needs root (CI runs as root)")
 	}
-	t1, kill1 := child(t, l1, a)
+	t1, _ := child(t, l1, a)
 	t2, kill2 := child(t, l2, a)
 	t3, _ := child(t, l1, a) // alive
-	kill1()
-	kill2()
-	if err := RemoveOrphans(func(l netip.AddrPort) bool { return l == l1 }); err != nil {
+	// t1's process killed and not reaped yet: a zombie.
+	var pid int
+	var rest string
+	if _, err := fmt.Sscanf(strings.ReplaceAll(t1, "_", " "), "lifeboat %d %s", &pid, &rest); err != nil {
 		t.Fatal(err)
 	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); !exited(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed child %d does not show as exited", pid)
+		}
+	}
+	kill2()
+	living, err := RemoveOrphans(func(l netip.AddrPort) bool { return l == l1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if living != 1 {
+		t.Errorf("RemoveOrphans counted %d living processes with endpoints gone, want 1 (%s)", living, t3)
+	}
 	if tableExists(t, t1) {
-		t.Errorf("%s (exited, its endpoint gone) was not removed", t1)
+		t.Errorf("%s (a zombie, its endpoint gone) was not removed", t1)
 	}
 	if !tableExists(t, t2) {
 		t.Errorf("%s (exited, its endpoint not gone) was removed", t2)
