@@ -155,19 +155,32 @@ func (l *Lab) nodeOutside(r Region) Region {
 }
 
 func (l *Lab) waitStandbyReady(ctx context.Context, region string, limit time.Duration) error {
+	err := poll(ctx, limit, func() error {
+		_, st, err := l.liveNode(ctx)
+		if err != nil {
+			return err
+		}
+		for _, rd := range st.Readiness {
+			if rd.Region == region && rd.Ready {
+				return nil
+			}
+		}
+		return fmt.Errorf("readiness %v", st.Readiness)
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("lab: %s is not ready to take over: %v", region, err)
+	}
+	return err
+}
+
+// poll calls try every 250ms until it succeeds, limit passes (its last
+// error) or ctx ends (ctx's error).
+func poll(ctx context.Context, limit time.Duration, try func() error) error {
 	deadline := time.Now().Add(limit)
 	for {
-		_, st, err := l.liveNode(ctx)
-		if err == nil {
-			for _, rd := range st.Readiness {
-				if rd.Region == region && rd.Ready {
-					return nil
-				}
-			}
-			err = fmt.Errorf("readiness %v", st.Readiness)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("lab: %s is not ready to take over: %v", region, err)
+		err := try()
+		if err == nil || time.Now().After(deadline) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -505,21 +518,11 @@ func (l *Lab) waitNodes(ctx context.Context) error {
 // etcd member catches up and its node rejoins, and a drill started before
 // that would measure the rejoining, not its own fault.
 func (l *Lab) waitControl(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		err := l.controlWhole(ctx)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("lab: the control plane is not whole after %s: %w", limit, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
+	err := poll(ctx, limit, func() error { return l.controlWhole(ctx) })
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("lab: the control plane is not whole after %s: %w", limit, err)
 	}
+	return err
 }
 
 // controlWhole says what keeps the control plane from being whole, if
