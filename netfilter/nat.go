@@ -286,6 +286,11 @@ func (n *NAT) Set(listen netip.AddrPort, r Route) error {
 		return fmt.Errorf("%w: %s is not one IPv4 address", ErrUnsupported, listen)
 	}
 	prev, had := n.routes[listen]
+	if had && prev == r {
+		// Nothing to rewrite: the router calls on every change of
+		// state or of any verdict, most of which leave the route as is.
+		return unsupported
+	}
 	n.routes[listen] = r
 	if err := n.apply(); err != nil {
 		if had {
