@@ -2,66 +2,28 @@ package api
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/config"
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
-
-// pemFile writes one PEM block to dir/name.
-func pemFile(t *testing.T, dir, name, kind string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // certs makes a CA and, signed by it, a server certificate for
 // 127.0.0.1 and a client certificate; it returns the files and the pool
 // that trusts the CA.
 func certs(t *testing.T) (server, client config.TLS, ca string, pool *x509.CertPool) {
 	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	ca = pemFile(t, dir, "ca.pem", "CERTIFICATE", caDER)
-	pool = x509.NewCertPool()
-	pool.AddCert(caCert)
-	leaf := func(name string, usage x509.ExtKeyUsage) config.TLS {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
-			NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		return config.TLS{Cert: pemFile(t, dir, name+".pem", "CERTIFICATE", der), Key: pemFile(t, dir, name+"-key.pem", "EC PRIVATE KEY", kder)}
-	}
-	return leaf("server", x509.ExtKeyUsageServerAuth), leaf("client", x509.ExtKeyUsageClientAuth), ca, pool
+	pki := testenv.NewPKI(t)
+	server = pki.Issue(t, "server", x509.ExtKeyUsageServerAuth)
+	client = pki.Issue(t, "client", x509.ExtKeyUsageClientAuth)
+	server.CA, client.CA = "", ""
+	return server, client, pki.CAFile, pki.Pool()
 }
 
 // api.tls: https with the certificate; with a CA, a client certificate

@@ -114,6 +114,15 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Plane, error)
 		return nil, fmt.Errorf("control: etcd client: %w", err)
 	}
 	p.cli = cli
+	if p.embedded == nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := checkEndpoints(cctx, endpoints, clientTLS)
+		cancel()
+		if err != nil {
+			p.Close(context.Background())
+			return nil, fmt.Errorf("control: no etcd endpoint answers: %w", err)
+		}
+	}
 	p.store = NewStore(cli, cfg.Cluster.Name)
 	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	st, err := p.store.InitState(ictx, cfg.ActiveRegion())
@@ -281,7 +290,9 @@ type Member struct {
 	Name       string   `json:"name"`
 	ClientURLs []string `json:"client_urls"`
 	Healthy    bool     `json:"healthy"`
-	Error      string   `json:"error,omitempty"`
+	// EtcdLeader: the member is etcd's raft leader, by its own answer.
+	EtcdLeader bool   `json:"etcd_leader,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // Status is the control plane as this node sees it.
@@ -294,6 +305,17 @@ type Status struct {
 	Voters  []string `json:"voters"`
 	Members []Member `json:"members"`
 	Error   string   `json:"error,omitempty"`
+}
+
+// EtcdLeader is the name of the member that says it is etcd's raft
+// leader, or "".
+func (s Status) EtcdLeader() string {
+	for _, m := range s.Members {
+		if m.EtcdLeader {
+			return m.Name
+		}
+	}
+	return ""
 }
 
 // Status asks etcd for the leader and each member's health, each within a
@@ -329,8 +351,9 @@ func (p *Plane) Status(ctx context.Context) Status {
 		wg.Go(func() {
 			sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer scancel()
-			_, err := p.cli.Status(sctx, m.ClientURLs[0])
+			resp, err := p.cli.Status(sctx, m.ClientURLs[0])
 			st.Members[i].Healthy = err == nil
+			st.Members[i].EtcdLeader = err == nil && resp.Leader == m.ID
 			if err != nil {
 				st.Members[i].Error = err.Error()
 			}

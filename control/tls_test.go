@@ -2,18 +2,9 @@ package control
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,69 +18,6 @@ import (
 )
 
 // testPKI is a CA and the files of certificates it signed, for loopback.
-type testPKI struct {
-	dir    string
-	ca     *x509.Certificate
-	key    *ecdsa.PrivateKey
-	serial int64
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "lifeboat test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.ca, _ = x509.ParseCertificate(der)
-	p.key, p.serial = key, 1
-	p.write(t, "ca.pem", "CERTIFICATE", der)
-	return p
-}
-
-func (p *testPKI) write(t testing.TB, name, kind string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// issue signs a certificate for 127.0.0.1 and localhost, good for server
-// and client authentication (a member is both), and returns its files.
-func (p *testPKI) issue(t testing.TB, name string) config.TLS {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(p.serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return config.TLS{Cert: p.write(t, name+".pem", "CERTIFICATE", der), Key: p.write(t, name+"-key.pem", "EC PRIVATE KEY", kder), CA: filepath.Join(p.dir, "ca.pem")}
-}
-
-// etcdGet reads a key through a new client of endpoints with tc (nil:
-// plain connections), within a short deadline.
 func etcdGet(endpoints []string, tc *tls.Config) error {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: time.Second, TLS: tc, Logger: zap.NewNop()})
 	if err != nil {
@@ -105,8 +33,8 @@ func etcdGet(endpoints []string, tc *tls.Config) error {
 // A member with TLS serves https only, and only to clients whose
 // certificate its CA signed.
 func TestEmbeddedTLS(t *testing.T) {
-	pki := newTestPKI(t)
-	files := pki.issue(t, "east-1")
+	pki := testenv.NewPKI(t)
+	files := pki.Issue(t, "east-1")
 	e, err := StartEmbedded(EmbedConfig{Name: "east-1", Dir: t.TempDir(), Token: "test", LogLevel: "fatal", TLS: files})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +47,7 @@ func TestEmbeddedTLS(t *testing.T) {
 	if eps := e.Endpoints(); len(eps) != 1 || !strings.HasPrefix(eps[0], "https://127.0.0.1:") {
 		t.Fatalf("endpoints = %v", eps)
 	}
-	good, err := ClientTLS(pki.issue(t, "client"))
+	good, err := ClientTLS(pki.Issue(t, "client"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +58,7 @@ func TestEmbeddedTLS(t *testing.T) {
 	if err := etcdGet(e.Endpoints(), noCert); err == nil {
 		t.Error("a client without a certificate was served")
 	}
-	other, err := ClientTLS(newTestPKI(t).issue(t, "stranger"))
+	other, err := ClientTLS(testenv.NewPKI(t).Issue(t, "stranger"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +85,7 @@ func TestEmbeddedTLS(t *testing.T) {
 // https (peers authenticate each other with their certificates), and each
 // node's client presents its certificate.
 func TestClusterTLS(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testenv.NewPKI(t)
 	names := []string{"east-1", "west-1", "tie-1"}
 	var peers strings.Builder
 	for i, name := range names {
@@ -169,7 +97,7 @@ func TestClusterTLS(t *testing.T) {
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
-		files := pki.issue(t, name)
+		files := pki.Issue(t, name)
 		cfg := testenv.Config(t, fmt.Sprintf(`
 cluster:
   name: tlstest
@@ -228,7 +156,7 @@ services:
 		}
 	}
 	noCert := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
-	noCert.RootCAs.AddCert(pki.ca)
+	noCert.RootCAs.AddCert(pki.CA)
 	if err := etcdGet(planes[0].Endpoints(), noCert); err == nil {
 		t.Error("a client without a certificate was served")
 	}

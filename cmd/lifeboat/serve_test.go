@@ -97,6 +97,9 @@ traffic:
 	if strings.Contains(table, "UNHEALTHY") {
 		t.Error("the single etcd member is reported unhealthy")
 	}
+	if !strings.Contains(table, "healthy, etcd leader") {
+		t.Errorf("the single etcd member is not shown as etcd's leader:\n%s", table)
+	}
 	for _, want := range []string{"cluster shop, active region east, seen by east-1", "REGION", "control plane: leader east-1, quorum (this node: east-1)", "  member east-1 http://127.0.0.1:", "east    active   up", "db*", "primary", "standby", "EXPOSURE",
 		"traffic: active east, epoch 1", "dns www.shop.example. (failover, ttl 30s)", "http www.shop.example/", fmt.Sprintf("postgres writer 127.0.0.1:%d", pgPort)} {
 		if !strings.Contains(table, want) {

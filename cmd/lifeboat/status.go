@@ -169,6 +169,9 @@ func printStatus(w io.Writer, resp api.StatusResponse, now time.Time) {
 			if !m.Healthy {
 				health = "UNHEALTHY " + m.Error
 			}
+			if m.EtcdLeader {
+				health += ", etcd leader"
+			}
 			fmt.Fprintf(w, "  member %s %s %s\n", m.Name, strings.Join(m.ClientURLs, ","), health)
 		}
 		if c.Error != "" {
