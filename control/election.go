@@ -47,8 +47,15 @@ type raftHandOff interface {
 }
 
 // handOffEvery is how often a leader checks that its member does not hold
-// etcd's leadership (it may come back to it after an election).
+// etcd's leadership (it may come back to it after an election), and how
+// long a new leader leads before it gives way to a better-placed node.
 const handOffEvery = 2 * time.Second
+
+// handOffSettle is how long a new leader waits before it first moves
+// etcd's leadership off its member. After a leader's death its successor
+// is often the member it had handed etcd's leadership to: until it hands
+// it on, one more death would cost both elections.
+const handOffSettle = 500 * time.Millisecond
 
 // HandOffRaftLeadership makes the leader keep etcd's raft leadership on
 // another member (see Embedded.HandOffLeadership). Call before Open.
@@ -192,27 +199,39 @@ func (e *Elector) campaign(ctx context.Context) error {
 // place, while this node leads, hands etcd's leadership to another member
 // and gives way (through yield) to a better-ranked candidate.
 func (e *Elector) place(ctx context.Context, yield chan<- string) {
+	since := time.Now()
 	rank := e.rank
 	if rank == nil {
 		rank = func(string) int { return 0 }
 	}
+	wait := handOffSettle
 	for {
 		// A new leader settles first (the cluster may just have started,
 		// or just elected it).
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(handOffEvery):
+		case <-time.After(wait):
 		}
+		wait = handOffEvery
 		// Nothing moves while a run is in progress: a raft leadership
 		// transfer stalls reads for a moment, and a run keeps its leader.
 		if !e.runInProgress(ctx) {
+			live := e.campaigners(ctx)
 			if e.handOff != nil {
-				if err := e.handOff.HandOffLeadership(ctx, rank); err != nil && ctx.Err() == nil {
+				// Members whose node does not campaign (dead, or just
+				// starting) come last: a transfer to one only times out.
+				byLife := func(member string) int {
+					if _, ok := live[member]; ok {
+						return rank(member)
+					}
+					return rank(member) + 1<<20
+				}
+				if err := e.handOff.HandOffLeadership(ctx, byLife); err != nil && ctx.Err() == nil {
 					e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
 				}
 			}
-			if to := e.betterCandidate(ctx); to != "" {
+			if to := e.betterCandidate(live); to != "" && time.Since(since) >= handOffEvery {
 				yield <- to
 				return
 			}
@@ -229,24 +248,35 @@ func (e *Elector) runInProgress(ctx context.Context) bool {
 	return err != nil || lock.Count > 0
 }
 
-// betterCandidate is a campaigning node ranked better than this one, or "".
-func (e *Elector) betterCandidate(ctx context.Context) string {
-	if e.rank == nil {
-		return ""
-	}
+// campaigners are the nodes campaigning now (this one included), read from
+// this node's member; empty when it cannot tell.
+func (e *Elector) campaigners(ctx context.Context) map[string]struct{} {
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	resp, err := e.store.Client().Get(rctx, e.store.key("leader"), clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
+		return nil
+	}
+	live := make(map[string]struct{}, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		live[string(kv.Value)] = struct{}{}
+	}
+	return live
+}
+
+// betterCandidate is the best-ranked campaigning node, if it is ranked
+// better than this one, or "".
+func (e *Elector) betterCandidate(live map[string]struct{}) string {
+	if e.rank == nil {
 		return ""
 	}
-	mine := e.rank(e.node)
-	for _, kv := range resp.Kvs {
-		if other := string(kv.Value); other != e.node && e.rank(other) < mine {
-			return other
+	best, bestRank := "", e.rank(e.node)
+	for other := range live {
+		if r := e.rank(other); r < bestRank || (r == bestRank && best != "" && other < best) {
+			best, bestRank = other, r
 		}
 	}
-	return ""
+	return best
 }
 
 // record appends an election event, bounded in time: leadership must not

@@ -1,0 +1,108 @@
+package control
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// The leader is the best-placed campaigning node (a leader gives way to a
+// better-ranked one), and etcd's raft leadership stays off the leader's
+// member: after the leader dies, its successor, which typically holds
+// etcd's leadership then, hands it on.
+func TestLeaderPlacement(t *testing.T) {
+	ms := threeMembers(t) // east-1, west-1, witness-1
+	ctx := context.Background()
+	if _, err := ms[0].store.InitState(ctx, "east"); err != nil {
+		t.Fatal(err)
+	}
+	rank := map[string]int{"west-1": 0, "witness-1": 1, "east-1": 2}
+	els := make([]*Elector, 3)
+	open := func(i int) {
+		els[i] = NewElector(ms[i].store, ms[i].name, 2, nil, nil)
+		els[i].HandOffRaftLeadership(ms[i].etcd)
+		els[i].Prefer(func(node string) int { return rank[node] })
+		els[i].Open()
+	}
+	defer func() {
+		for _, m := range ms {
+			m.stop()
+		}
+		for _, e := range els {
+			if e != nil {
+				e.Close(ctx)
+			}
+		}
+	}()
+	leading := func(within time.Duration, skip int) int {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			for i, e := range els {
+				if e == nil || i == skip {
+					continue
+				}
+				if _, ok := e.Leading(); ok {
+					return i
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("no leader within %s", within)
+		return -1
+	}
+	etcdLeader := func(i int) bool {
+		srv := ms[i].etcd.etcd.Server
+		return srv.Leader() == srv.MemberID()
+	}
+	// etcd's leadership starts on the worst-placed node's member, and that
+	// node leads first.
+	east := uint64(ms[0].etcd.etcd.Server.MemberID())
+	waitFor(t, 10*time.Second, "etcd's leadership on east-1", func() bool {
+		for i := 1; i < 3; i++ {
+			if etcdLeader(i) {
+				mctx, cancel := context.WithTimeout(ctx, time.Second)
+				ms[i].etcd.etcd.Server.MoveLeader(mctx, uint64(ms[i].etcd.etcd.Server.MemberID()), east)
+				cancel()
+			}
+		}
+		return etcdLeader(0)
+	})
+	open(0)
+	if l := leading(10*time.Second, -1); l != 0 {
+		t.Fatalf("leader %s, want east-1 (the only candidate)", ms[l].name)
+	}
+	// It hands etcd's leadership to the best-placed other member.
+	waitFor(t, 5*time.Second, "east-1 hands etcd's leadership on", func() bool { return !etcdLeader(0) })
+	if !etcdLeader(1) {
+		t.Errorf("etcd's leadership did not go to west-1, the best-placed other member")
+	}
+	// Better-placed candidates arrive: the leader gives way to the best.
+	open(2)
+	open(1)
+	waitFor(t, 15*time.Second, "west-1 leads", func() bool { _, ok := els[1].Leading(); return ok })
+	waitFor(t, 10*time.Second, "etcd's leadership leaves west-1", func() bool { return !etcdLeader(1) })
+
+	// The leader dies (no resignation); the next-placed node leads and
+	// hands etcd's leadership on, wherever it was.
+	els[1].cancel()
+	ms[1].stop()
+	next := leading(15*time.Second, 1)
+	if ms[next].name != "witness-1" {
+		t.Errorf("successor %s, want witness-1", ms[next].name)
+	}
+	elected := time.Now()
+	waitFor(t, 10*time.Second, "etcd's leadership off the successor's member", func() bool { return !etcdLeader(next) && (etcdLeader(0) || etcdLeader(2)) })
+	t.Logf("successor's member free of etcd's leadership %s after its election", time.Since(elected).Round(time.Millisecond))
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
