@@ -126,7 +126,9 @@ func Replicate(ctx context.Context, url, primaryURL string) (Result, error) {
 		return Result{}, a.errorf("a server cannot replicate itself (primary URL is %s too)", popt.Addr)
 	}
 
-	st, err := a.state(ctx)
+	// A replica is made after traffic has moved: the old primary may be
+	// just back, or reached through a link just restored.
+	st, err := a.stateTries(ctx, 3)
 	if err != nil {
 		return Result{}, err
 	}
@@ -304,10 +306,17 @@ func (s serverState) fenceSet() bool { return s.toWrite == fenceReplicas }
 func (s serverState) fenced() bool { return s.fenceSet() && s.maxLag > 0 }
 
 // state reads INFO replication and the two settings of the fence, in one
-// round trip. It is an action's first contact with the server: a
-// connection that ends before the answer (a server or a network link
-// just back) is tried again, up to three times within ctx.
+// round trip: the action's first contact with the server.
 func (a *action) state(ctx context.Context) (serverState, error) {
+	return a.stateTries(ctx, 1)
+}
+
+// stateTries is state, trying again (up to tries times within ctx) when
+// the connection ends before the answer: a server or a network link just
+// back. Only actions that come after the urgent part of a run use it: a
+// dead region's server looks the same through a proxy, and a failover's
+// fence must not wait on it.
+func (a *action) stateTries(ctx context.Context, tries int) (serverState, error) {
 	var info *goredis.StringCmd
 	var toWrite, maxLag *goredis.MapStringStringCmd
 	for attempt := 1; ; attempt++ {
@@ -322,7 +331,7 @@ func (a *action) state(ctx context.Context) (serverState, error) {
 		if err == nil {
 			break
 		}
-		if attempt == 3 || !connectionEnded(err) {
+		if attempt >= tries || !connectionEnded(err) {
 			return serverState{}, a.fail("INFO", err)
 		}
 		select {

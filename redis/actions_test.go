@@ -441,3 +441,40 @@ func TestActionAfterDroppedConnection(t *testing.T) {
 		t.Errorf("Replicate: %+v after %d connections, want a replica and a second connection", res, accepted.Load())
 	}
 }
+
+// TestFenceDoesNotWaitOnAnEndedConnection: a failover's fence of a dead
+// region's server, reached through a proxy that ends every connection,
+// fails at its first try: the run must not wait on it (it once waited
+// 0.6s for two more).
+func TestFenceDoesNotWaitOnAnEndedConnection(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	url := "redis://:pw@" + ln.Addr().String()
+	if _, err := Fence(actionCtx(t), url); err == nil || !connectionEnded(err) {
+		t.Fatalf("Fence through a proxy to a dead server: %v, want the connection's end", err)
+	}
+	once := accepted.Load()
+	// Replicate, which comes after traffic has moved, tries three times.
+	accepted.Store(0)
+	if _, err := Replicate(actionCtx(t), url, "redis://:pw@127.0.0.1:1"); err == nil || !connectionEnded(err) {
+		t.Fatalf("Replicate through a proxy to a dead server: %v, want the connection's end", err)
+	}
+	if thrice := accepted.Load(); once == 0 || thrice != 3*once {
+		t.Errorf("Fence made %d connections, Replicate %d: want one try and three", once, thrice)
+	}
+}
