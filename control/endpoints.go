@@ -31,30 +31,10 @@ func checkEndpoints(ctx context.Context, endpoints []string, tc *tls.Config) err
 // checkEndpoint dials one endpoint: "https://host:port", "http://host:port"
 // or "host:port" (TLS when tc is set, as the etcd client does).
 func checkEndpoint(ctx context.Context, ep string, tc *tls.Config) error {
-	host, secure := ep, tc != nil
-	if strings.Contains(ep, "://") {
-		u, err := url.Parse(ep)
-		if err != nil {
-			return err
-		}
-		switch u.Scheme {
-		case "https", "unixs":
-			secure = true
-		case "http", "unix":
-			secure = false
-		default:
-			return fmt.Errorf("scheme %q: use http or https", u.Scheme)
-		}
-		if strings.HasPrefix(u.Scheme, "unix") {
-			return nil // a socket path: the client says what is wrong
-		}
-		host = u.Host
-	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", host)
-	if err != nil {
+	conn, host, secure, err := dialEndpoint(ctx, ep, tc != nil)
+	if err != nil || conn == nil {
 		return err
 	}
 	defer conn.Close()
@@ -87,4 +67,31 @@ func checkEndpoint(ctx context.Context, ep string, tc *tls.Config) error {
 		return err
 	}
 	return nil
+}
+
+// dialEndpoint opens a TCP connection to an etcd endpoint; secure says
+// whether the endpoint speaks TLS (a bare host:port: as tlsDefault says).
+// A unix socket endpoint gives no connection and no error.
+func dialEndpoint(ctx context.Context, ep string, tlsDefault bool) (conn net.Conn, host string, secure bool, err error) {
+	host, secure = ep, tlsDefault
+	if strings.Contains(ep, "://") {
+		u, err := url.Parse(ep)
+		if err != nil {
+			return nil, "", false, err
+		}
+		switch u.Scheme {
+		case "https":
+			secure = true
+		case "http":
+			secure = false
+		case "unix", "unixs":
+			return nil, "", false, nil // a socket path: the client says what is wrong
+		default:
+			return nil, "", false, fmt.Errorf("scheme %q: use http or https", u.Scheme)
+		}
+		host = u.Host
+	}
+	var d net.Dialer
+	conn, err = d.DialContext(ctx, "tcp", host)
+	return conn, host, secure, err
 }

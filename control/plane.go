@@ -351,6 +351,16 @@ func (p *Plane) Status(ctx context.Context) Status {
 		wg.Go(func() {
 			sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			defer scancel()
+			// A member whose port refuses is down: say so at once (the
+			// etcd client would wait out the timeout).
+			conn, _, _, err := dialEndpoint(sctx, m.ClientURLs[0], false)
+			if err != nil {
+				st.Members[i].Error = err.Error()
+				return
+			}
+			if conn != nil {
+				conn.Close()
+			}
 			resp, err := p.cli.Status(sctx, m.ClientURLs[0])
 			st.Members[i].Healthy = err == nil
 			st.Members[i].EtcdLeader = err == nil && resp.Leader == m.ID
