@@ -35,7 +35,6 @@ type Elector struct {
 	onChange   func(leading bool)
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
-	lastLeader string
 	handOff    raftHandOff
 	rank       func(node string) int
 }
@@ -51,7 +50,7 @@ type raftHandOff interface {
 // long a new leader leads before it gives way to a better-placed node.
 const handOffEvery = 2 * time.Second
 
-// handOffSettle is how long a new leader waits before it first moves
+// handOffSettle is how long a successor waits before it first moves
 // etcd's leadership off its member. After a leader's death its successor
 // is often the member it had handed etcd's leadership to: until it hands
 // it on, one more death would cost both elections.
@@ -159,6 +158,10 @@ func (e *Elector) campaign(ctx context.Context) error {
 		cli.Revoke(rctx, lease.ID)
 	}()
 	election := concurrency.NewElection(session, e.store.key("leader"))
+	// A node that campaigns behind a leader succeeds it; the first leader
+	// of a cluster just started has no predecessor.
+	_, err = election.Leader(ctx)
+	succeeds := err == nil
 	if err := election.Campaign(ctx, e.node); err != nil {
 		return err
 	}
@@ -166,7 +169,7 @@ func (e *Elector) campaign(ctx context.Context) error {
 	e.record(e.node + " became leader")
 	yield := make(chan string, 1)
 	if e.handOff != nil || e.rank != nil {
-		go e.place(kctx, yield)
+		go e.place(kctx, yield, succeeds)
 	}
 	select {
 	case <-ctx.Done():
@@ -197,14 +200,19 @@ func (e *Elector) campaign(ctx context.Context) error {
 }
 
 // place, while this node leads, hands etcd's leadership to another member
-// and gives way (through yield) to a better-ranked candidate.
-func (e *Elector) place(ctx context.Context, yield chan<- string) {
+// and gives way (through yield) to a better-ranked candidate. A successor
+// (succeeds) first looks after half a second; the first leader of a
+// cluster just started lets the members settle for handOffEvery.
+func (e *Elector) place(ctx context.Context, yield chan<- string, succeeds bool) {
 	since := time.Now()
 	rank := e.rank
 	if rank == nil {
 		rank = func(string) int { return 0 }
 	}
-	wait := handOffSettle
+	wait := handOffEvery
+	if succeeds {
+		wait = handOffSettle
+	}
 	for {
 		// A new leader settles first (the cluster may just have started,
 		// or just elected it).
