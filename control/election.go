@@ -227,15 +227,7 @@ func (e *Elector) place(ctx context.Context, yield chan<- string, succeeds bool)
 		if !e.runInProgress(ctx) {
 			live := e.campaigners(ctx)
 			if e.handOff != nil {
-				// Members whose node does not campaign (dead, or just
-				// starting) come last: a transfer to one only times out.
-				byLife := func(member string) int {
-					if _, ok := live[member]; ok {
-						return rank(member)
-					}
-					return rank(member) + 1<<20
-				}
-				if err := e.handOff.HandOffLeadership(ctx, byLife); err != nil && ctx.Err() == nil {
+				if err := e.handOff.HandOffLeadership(ctx, rank); err != nil && ctx.Err() == nil {
 					e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
 				}
 			}

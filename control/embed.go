@@ -284,6 +284,20 @@ func (e *Embedded) HandOffLeadership(ctx context.Context, rank func(member strin
 		if m.ID == self || m.IsLearner {
 			continue
 		}
+		// A member whose port does not answer at once is down (or far):
+		// a transfer to it would only time out.
+		if len(m.ClientURLs) > 0 {
+			dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			conn, _, _, err := dialEndpoint(dctx, m.ClientURLs[0], false)
+			cancel()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("to %s: %w", m.Name, err))
+				continue
+			}
+			if conn != nil {
+				conn.Close()
+			}
+		}
 		mctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := s.MoveLeader(mctx, uint64(self), uint64(m.ID))
 		cancel()

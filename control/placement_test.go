@@ -96,10 +96,23 @@ func TestLeaderPlacement(t *testing.T) {
 		return err == nil && resp.Count == 3
 	})
 
+	// etcd's leadership is on witness-1's member when the leader dies (a
+	// raft election in between may have moved it).
+	witness := uint64(ms[2].etcd.etcd.Server.MemberID())
+	waitFor(t, 10*time.Second, "etcd's leadership on witness-1", func() bool {
+		for _, i := range []int{0, 1} {
+			if etcdLeader(i) {
+				mctx, cancel := context.WithTimeout(ctx, time.Second)
+				ms[i].etcd.etcd.Server.MoveLeader(mctx, uint64(ms[i].etcd.etcd.Server.MemberID()), witness)
+				cancel()
+			}
+		}
+		return etcdLeader(2)
+	})
 	// The leader dies (no resignation); its successor leads and hands
 	// etcd's leadership on (to east-1: the dead member only times out).
+	ms[1].stop() // first: its elector's resignation cannot reach the store
 	els[1].cancel()
-	ms[1].stop()
 	next := leading(15*time.Second, 1)
 	if ms[next].name != "witness-1" {
 		t.Errorf("successor %s, want witness-1", ms[next].name)
