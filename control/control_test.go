@@ -270,8 +270,8 @@ func TestThreeMembers(t *testing.T) {
 
 	// The leader dies: its elector and member stop.
 	killed := time.Now()
-	electors[l].cancel() // no resignation: as if the process died
-	ms[l].stop()
+	ms[l].stop() // first: no resignation reaches the store, as if the process died
+	electors[l].cancel()
 	var next int
 	for {
 		next = -1
