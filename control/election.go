@@ -42,7 +42,8 @@ type Elector struct {
 // raftHandOff moves etcd's raft leadership off this node's own member,
 // to the best-ranked member that takes it.
 type raftHandOff interface {
-	HandOffLeadership(ctx context.Context, rank func(member string) int) error
+	HoldsLeadership() bool
+	HandOffLeadership(ctx context.Context, rank func(member string) int, leader string) error
 }
 
 // handOffEvery is how often a leader checks that its member does not hold
@@ -83,6 +84,9 @@ func NewElector(store *Store, node string, ttl int, logger *slog.Logger, onChang
 func (e *Elector) Open() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
+	if e.handOff != nil {
+		e.wg.Go(func() { e.keepRaftPlaced(ctx) })
+	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -227,7 +231,7 @@ func (e *Elector) place(ctx context.Context, yield chan<- string, succeeds bool)
 		if !e.runInProgress(ctx) {
 			live := e.campaigners(ctx)
 			if e.handOff != nil {
-				if err := e.handOff.HandOffLeadership(ctx, rank); err != nil && ctx.Err() == nil {
+				if err := e.handOff.HandOffLeadership(ctx, rank, e.node); err != nil && ctx.Err() == nil {
 					e.logger.Warn("etcd leadership stays on the leader's member", "err", err)
 				}
 			}
@@ -235,6 +239,39 @@ func (e *Elector) place(ctx context.Context, yield chan<- string, succeeds bool)
 				yield <- to
 				return
 			}
+		}
+	}
+}
+
+// keepRaftPlaced, while this node does not lead, moves etcd's raft
+// leadership off its member when a better-placed member (not the Lifeboat
+// leader's) answers: the ranking changes with the active region, and a
+// raft leader left in the region that became active would make that
+// region's outage cost an election before the failover. The leader's own
+// member is looked after by place.
+func (e *Elector) keepRaftPlaced(ctx context.Context) {
+	if e.rank == nil {
+		return
+	}
+	t := time.NewTicker(handOffEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, leading := e.Leading(); leading || !e.handOff.HoldsLeadership() || e.runInProgress(ctx) {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		leader, err := e.Leader(lctx)
+		cancel()
+		if err != nil || leader == "" {
+			continue
+		}
+		if err := e.handOff.HandOffLeadership(ctx, e.rank, leader); err != nil && ctx.Err() == nil {
+			e.logger.Debug("etcd leadership stays on this member", "err", err)
 		}
 	}
 }

@@ -262,27 +262,45 @@ func ClientTLS(t config.TLS) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
+// HoldsLeadership says whether this member is etcd's raft leader.
+func (e *Embedded) HoldsLeadership() bool {
+	return e.etcd.Server.Leader() == e.etcd.Server.MemberID()
+}
+
 // HandOffLeadership moves etcd's raft leadership to another voting member
-// when this member holds it. The Lifeboat leader calls it, so that one
+// when this member holds it. Every node calls it, so that one
 // region's outage takes down either the Lifeboat leader or etcd's leader,
 // not both: a new raft leader costs an election, and it extends every
 // lease by an election timeout when it takes over, which would delay the
 // Lifeboat leader's successor by both.
 //
 // rank orders the members by name (lower first): the first that takes the
-// leadership keeps it.
-func (e *Embedded) HandOffLeadership(ctx context.Context, rank func(member string) int) error {
+// leadership keeps it. leader is the Lifeboat leader's member: never the
+// target. When this member is the Lifeboat leader's, the leadership goes
+// to the best-ranked other; else only to a member ranked better than this
+// one (a raft leader left where it should not be, say in the region that
+// became active, moves; one in the right place stays).
+func (e *Embedded) HandOffLeadership(ctx context.Context, rank func(member string) int, leader string) error {
 	s := e.etcd.Server
 	self := s.MemberID()
 	if s.Leader() != self {
 		return nil
 	}
+	var selfName string
+	for _, m := range s.Cluster().Members() {
+		if m.ID == self {
+			selfName = m.Name
+		}
+	}
 	members := s.Cluster().Members()
 	sort.SliceStable(members, func(i, j int) bool { return rank(members[i].Name) < rank(members[j].Name) })
 	var errs []error
 	for _, m := range members {
-		if m.ID == self || m.IsLearner {
+		if m.ID == self || m.IsLearner || m.Name == leader {
 			continue
+		}
+		if selfName != leader && rank(m.Name) >= rank(selfName) {
+			break // the rest are no better placed than this member
 		}
 		// A member whose port does not answer at once is down (or far):
 		// a transfer to it would only time out.

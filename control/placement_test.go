@@ -120,6 +120,15 @@ func TestLeaderPlacement(t *testing.T) {
 	elected := time.Now()
 	waitFor(t, 10*time.Second, "etcd's leadership off the successor's member", func() bool { return etcdLeader(0) })
 	t.Logf("successor's member free of etcd's leadership %s after its election", time.Since(elected).Round(time.Millisecond))
+
+	// west-1's member comes back (its node does not campaign): east-1's
+	// member, which holds etcd's leadership and is worse placed, hands it
+	// to west-1's, the best-placed member that is not the leader's.
+	ms[1].start(t)
+	waitFor(t, 15*time.Second, "etcd's leadership moves from east-1 to west-1", func() bool { return etcdLeader(1) })
+	if _, ok := els[2].Leading(); !ok {
+		t.Errorf("witness-1 no longer leads")
+	}
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
