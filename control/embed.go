@@ -287,10 +287,8 @@ func (e *Embedded) HandOffLeadership(ctx context.Context, rank func(member strin
 		return nil
 	}
 	var selfName string
-	for _, m := range s.Cluster().Members() {
-		if m.ID == self {
-			selfName = m.Name
-		}
+	if m := s.Cluster().Member(self); m != nil {
+		selfName = m.Name
 	}
 	members := s.Cluster().Members()
 	sort.SliceStable(members, func(i, j int) bool { return rank(members[i].Name) < rank(members[j].Name) })
