@@ -466,9 +466,12 @@ func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
 	if l.Net == NetNS {
 		deleteNetwork(ctx, &l.Spec)
-	} else if os.Geteuid() == 0 {
-		// The killed nodes' NAT tables (as root, on the host's network):
-		// no node will route the lab's addresses again.
+	}
+	if os.Geteuid() == 0 {
+		// The killed nodes' NAT tables on the host's network (a node
+		// outside the regions' namespaces, or every node of a loopback
+		// lab): no node will route the lab's addresses again. Tables in
+		// a namespace went with it.
 		ips := map[netip.Addr]bool{}
 		for _, r := range append(append([]Region(nil), l.Regions...), l.Nodes...) {
 			if a, err := netip.ParseAddr(r.IP); err == nil {

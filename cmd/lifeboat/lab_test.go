@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The lab comes up (namespaces, Postgres, Redis, apps, three Lifeboat
@@ -177,5 +178,51 @@ func TestLabLoopbackUnprivileged(t *testing.T) {
 			t.Fatalf("drill %s: exit %d\n%s\n%s", scenario, code, out, errs)
 		}
 		checkDrill(t, scenario, out, false)
+	}
+}
+
+// A two-region lab (its Lifeboat node outside both regions, on the host's
+// network) comes up with the node's writer endpoint on the kernel's NAT,
+// and lab down removes the node's NAT table with everything else.
+func TestLabTwoRegions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the lab needs root for network namespaces (CI runs as root)")
+	}
+	bin := filepath.Join(t.TempDir(), "lifeboat")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("lifeboat-lab-two-%d", os.Getpid()))
+	out, errs, code := run(t, nil, "lab", "up", "--dir", dir, "--regions", "2", "--sync", "--latency", "0", "--binary", bin)
+	defer run(t, nil, "lab", "down", "--dir", dir)
+	if code != 0 || !strings.Contains(out, "node control") {
+		t.Fatalf("lab up --regions 2: exit %d\n%s\n%s", code, out, errs)
+	}
+	// The node's table is named after its process.
+	ps, _ := exec.Command("pgrep", "-f", dir+"/lifeboat-control.yaml").Output()
+	pids := strings.Fields(string(ps))
+	if len(pids) != 1 {
+		t.Fatalf("the control node's process: %q", ps)
+	}
+	table := "lifeboat_" + pids[0] + "_"
+	tables := func() string {
+		b, err := exec.Command("nft", "list", "tables").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list tables: %v\n%s", err, b)
+		}
+		return string(b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(tables(), table) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no NAT table %s* for the control node:\n%s", table, tables())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, errs, code := run(t, nil, "lab", "down", "--dir", dir); code != 0 {
+		t.Fatalf("lab down: exit %d\n%s\n%s", code, out, errs)
+	}
+	if strings.Contains(tables(), table) {
+		t.Errorf("lab down left the control node's NAT table:\n%s", tables())
 	}
 }
