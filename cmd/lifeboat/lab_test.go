@@ -22,12 +22,7 @@ func TestLabDrills(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the lab needs root for network namespaces (CI runs as root)")
 	}
-	// The lab's processes run a lifeboat built without the race detector
-	// (nine race-instrumented processes would crowd two cores).
-	bin := filepath.Join(t.TempDir(), "lifeboat")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildLab(t)
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("lifeboat-lab-test-%d", os.Getpid()))
 	out, errs, code := run(t, nil, "lab", "up", "--dir", dir, "--sync", "--latency", "0", "--binary", bin)
 	m := regexp.MustCompile(`lab ([0-9a-f]+) up in`).FindStringSubmatch(out)
@@ -71,6 +66,17 @@ func TestLabDrills(t *testing.T) {
 		}
 		checkDrill(t, scenario, out, true)
 	}
+}
+
+// buildLab builds the lifeboat the lab's processes run, without the race
+// detector (nine race-instrumented processes would crowd two cores).
+func buildLab(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "lifeboat")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // checkDrill checks one drill's --json result: every field, and the
@@ -188,10 +194,7 @@ func TestLabTwoRegions(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the lab needs root for network namespaces (CI runs as root)")
 	}
-	bin := filepath.Join(t.TempDir(), "lifeboat")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildLab(t)
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("lifeboat-lab-two-%d", os.Getpid()))
 	out, errs, code := run(t, nil, "lab", "up", "--dir", dir, "--regions", "2", "--sync", "--latency", "0", "--binary", bin)
 	defer run(t, nil, "lab", "down", "--dir", dir)
